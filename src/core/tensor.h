@@ -1,0 +1,95 @@
+// A dense, C-ordered tensor: dtype, concrete shape and a byte range of a shared buffer. Copies
+// share storage; mutate only through a tensor that owns its buffer alone (see unique()).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace modex {
+
+// 64-byte aligned heap bytes.
+class Buffer {
+ public:
+  static std::shared_ptr<Buffer> allocate(size_t nbytes);
+  ~Buffer();
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  Buffer(uint8_t* data, size_t size) : data_(data), size_(size) {}
+  uint8_t* data_;
+  size_t size_;
+};
+
+using Dims = std::vector<int64_t>;
+
+// Number of elements; throws Error on negative dims or overflow.
+int64_t checked_numel(const Dims& shape);
+std::string dims_to_string(const Dims& shape);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Zero-initialised tensor.
+  static Tensor zeros(DType dtype, Dims shape);
+  // A view of existing storage: bytes [offset, offset + nbytes) of buffer.
+  static Tensor view(std::shared_ptr<Buffer> buffer, size_t offset, DType dtype, Dims shape);
+  static Tensor from_floats(Dims shape, std::span<const float> values);
+  static Tensor from_int64s(Dims shape, std::span<const int64_t> values);
+  static Tensor scalar_float(float v) { return from_floats({}, std::span<const float>(&v, 1)); }
+
+  bool defined() const { return buffer_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  const Dims& shape() const { return shape_; }
+  int64_t rank() const { return static_cast<int64_t>(shape_.size()); }
+  int64_t dim(int64_t i) const { return shape_.at(static_cast<size_t>(i < 0 ? i + rank() : i)); }
+  int64_t numel() const { return numel_; }
+  size_t nbytes() const { return static_cast<size_t>(numel_) * dtype_size(dtype_); }
+
+  const uint8_t* raw() const { return buffer_->data() + offset_; }
+  uint8_t* raw_mutable() { return buffer_->data() + offset_; }
+  template <typename T>
+  const T* data() const {
+    return reinterpret_cast<const T*>(raw());
+  }
+  template <typename T>
+  T* data_mutable() {
+    return reinterpret_cast<T*>(raw_mutable());
+  }
+  template <typename T>
+  std::span<const T> values() const {
+    return {data<T>(), static_cast<size_t>(numel_)};
+  }
+
+  // True when no other tensor shares this storage, so in-place changes are invisible elsewhere.
+  bool unique() const { return buffer_.use_count() == 1; }
+  // Same data, new shape with equal numel.
+  Tensor reshaped(Dims shape) const;
+  // A private copy (deep).
+  Tensor clone() const;
+  // Converted to another dtype (float16/bfloat16/float64/ints <-> float32). Returns *this when
+  // already of that dtype.
+  Tensor to(DType dtype) const;
+  // The tensor as float32 values (converting if needed).
+  std::vector<float> to_float_vector() const;
+  std::vector<int64_t> to_int64_vector() const;
+
+ private:
+  std::shared_ptr<Buffer> buffer_;
+  size_t offset_ = 0;
+  DType dtype_ = DType::kFloat32;
+  Dims shape_;
+  int64_t numel_ = 0;
+};
+
+}  // namespace modex
