@@ -24,7 +24,7 @@ std::string attrs_text(const OpAttrs& attrs) {
           if (a.count_include_pad) s << " count_include_pad";
         } else if constexpr (std::is_same_v<T, BatchNormAttrs>) {
           s << "epsilon=" << a.epsilon;
-        } else if constexpr (std::is_same_v<T, GemmAttrs>) {
+        } else if constexpr (std::is_same_v<T, GemmAttrs> || std::is_same_v<T, BinaryAttrs>) {
           if (a.activation != Activation::kNone) s << "activation=" << activation_name(a.activation);
         } else if constexpr (std::is_same_v<T, ClipAttrs>) {
           s << "min=" << a.min << " max=" << a.max;

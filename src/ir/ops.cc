@@ -12,11 +12,6 @@ constexpr std::array<std::string_view, kOpCount> kOpNames = {
 };
 
 // Index of each op's attribute type in the OpAttrs variant.
-template <typename T>
-constexpr size_t attrs_index() {
-  return OpAttrs(T{}).index();
-}
-
 const std::array<size_t, kOpCount> kAttrIndex = {
 #define MODEX_OP(name, attrs) OpAttrs(attrs{}).index(),
 #include "ir/ops.def"

@@ -9,7 +9,7 @@
 
 namespace modex::ir {
 
-// Activations that can be fused into the op that produces their input (Conv, Gemm, Add).
+// Activations that can be fused into the op that produces their input (Conv, Gemm, Add, ...).
 enum class Activation : uint8_t { kNone, kRelu, kRelu6, kHardSwish, kSigmoid, kSilu };
 std::string_view activation_name(Activation a);
 
@@ -35,6 +35,12 @@ struct BatchNormAttrs {
 struct GemmAttrs {
   Activation activation = Activation::kNone;
   bool operator==(const GemmAttrs&) const = default;
+};
+
+// Add/Sub/Mul/Div: an activation may be fused into the result (TFLite's ADD/MUL support it).
+struct BinaryAttrs {
+  Activation activation = Activation::kNone;
+  bool operator==(const BinaryAttrs&) const = default;
 };
 
 struct ClipAttrs {
@@ -113,7 +119,7 @@ inline constexpr size_t kOpCount = 0
 #undef MODEX_OP
     ;
 
-using OpAttrs = std::variant<NoAttrs, ConvAttrs, BatchNormAttrs, GemmAttrs, ClipAttrs,
+using OpAttrs = std::variant<NoAttrs, ConvAttrs, BatchNormAttrs, GemmAttrs, BinaryAttrs, ClipAttrs,
                              LeakyReluAttrs, HardSigmoidAttrs, PoolAttrs, ReduceAttrs,
                              FlattenAttrs, ReshapeAttrs, AxesAttrs, TransposeAttrs, AxisAttrs,
                              PadAttrs>;

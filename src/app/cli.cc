@@ -1,0 +1,64 @@
+#include "app/cli.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <iostream>
+
+#include "app/export_command.h"
+#include "app/inspect_command.h"
+#include "core/error.h"
+
+namespace modex::app {
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"modex: export trained PyTorch image classifiers to ONNX, verified"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("modex ") + MODEX_VERSION);
+
+  ExportOptions ex;
+  auto* exp = app.add_subcommand("export", "Export a checkpoint to ONNX");
+  exp->add_option("--checkpoint", ex.checkpoint, "PyTorch checkpoint (.pth/.pt) or .safetensors")->required();
+  exp->add_option("--format", ex.format, "onnx | tflite | both")->capture_default_str();
+  exp->add_option("--quantize", ex.quantize, "none | float16 | int8 | dynamic")->capture_default_str();
+  exp->add_option("--output-dir", ex.output_dir, "Directory for the exported files")->capture_default_str();
+  exp->add_option("--name", ex.name, "Output file stem (default: the checkpoint's stem)");
+  exp->add_option("--arch", ex.arch, "Architecture (default: detected from the weights)");
+  exp->add_option("--num-classes", ex.num_classes, "Number of classes (default: from the classifier weights)");
+  exp->add_option("--input-size", ex.input_size, "Square input size used for validation and --static (default: config or architecture)");
+  exp->add_option("--opset", ex.opset, "ONNX opset, 11-17")->capture_default_str();
+  exp->add_flag("--static", ex.static_shapes, "Fixed input shape [1,3,S,S] instead of dynamic batch/height/width");
+  exp->add_option("--dataset-dir", ex.dataset_dir, "Representative images for int8 calibration");
+  exp->add_option("--dataset-type", ex.dataset_type, "classification | detection")->capture_default_str();
+  exp->add_option("--num-calib-samples", ex.num_calib_samples, "Calibration images for int8")->capture_default_str();
+  exp->add_option("--calibration-dir", ex.calibration_dir, "A flat folder of calibration images");
+  exp->add_option("--device", ex.device, "cpu")->capture_default_str();
+  exp->add_flag("--json", ex.json, "Print a JSON summary");
+  exp->add_flag("-v,--verbose", ex.verbose, "Print stage timings");
+  exp->callback([&] { run_export(ex); });
+
+  InspectOptions in;
+  auto* ins = app.add_subcommand("inspect", "Describe a checkpoint or ONNX model");
+  ins->add_option("model", in.model, "Model or checkpoint file")->required();
+  ins->add_flag("--json", in.json, "Print JSON");
+  ins->add_flag("--graph", in.graph, "Print the IR listing (checkpoints)");
+  ins->callback([&] { run_inspect(in); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: internal error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace modex::app

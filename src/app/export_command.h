@@ -1,0 +1,40 @@
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace modex::app {
+
+struct ExportOptions {
+  std::filesystem::path checkpoint;
+  std::string format = "onnx";       // onnx | tflite | both
+  std::string quantize = "none";     // none | float16 | int8 | dynamic
+  std::filesystem::path output_dir = ".";
+  std::optional<std::string> name;   // output file stem; default: the checkpoint's stem
+  std::optional<std::string> arch;
+  std::optional<int64_t> num_classes;
+  std::optional<int64_t> input_size;
+  int opset = 11;
+  bool static_shapes = false;
+  bool json = false;
+  bool verbose = false;
+  // Calibration (int8): accepted for compatibility with the Python export scripts.
+  std::optional<std::filesystem::path> dataset_dir;
+  std::string dataset_type = "classification";
+  int64_t num_calib_samples = 100;
+  std::optional<std::filesystem::path> calibration_dir;
+  std::string device = "cpu";
+};
+
+struct ExportedFile {
+  std::string format;
+  std::filesystem::path path;
+  size_t bytes = 0;
+};
+
+// Runs the export; throws modex::Error on bad input. Prints the summary (table or JSON).
+void run_export(const ExportOptions& options);
+
+}  // namespace modex::app

@@ -1,0 +1,441 @@
+#include "io/onnx/onnx_writer.h"
+
+#include <onnx/checker.h>
+#include <onnx/defs/schema.h>
+#include <onnx/onnx_pb.h>
+#include <onnx/shape_inference/implementation.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
+
+#include <cstring>
+#include <functional>
+#include <unordered_map>
+
+#include "core/file_util.h"
+
+namespace modex::onnx_io {
+namespace {
+
+using ir::OpKind;
+
+Error write_error(const ir::Node& n, const std::string& msg, ErrorKind kind = ErrorKind::kUnsupported) {
+  Error e(msg, kind);
+  e.node(n.name).op(std::string(ir::op_name(n.op)));
+  return e;
+}
+
+int onnx_dtype(DType t) {
+  using TP = onnx::TensorProto;
+  switch (t) {
+    case DType::kFloat32: return TP::FLOAT;
+    case DType::kFloat16: return TP::FLOAT16;
+    case DType::kBFloat16: return TP::BFLOAT16;
+    case DType::kFloat64: return TP::DOUBLE;
+    case DType::kInt8: return TP::INT8;
+    case DType::kUInt8: return TP::UINT8;
+    case DType::kInt16: return TP::INT16;
+    case DType::kUInt16: return TP::UINT16;
+    case DType::kInt32: return TP::INT32;
+    case DType::kUInt32: return TP::UINT32;
+    case DType::kInt64: return TP::INT64;
+    case DType::kUInt64: return TP::UINT64;
+    case DType::kBool: return TP::BOOL;
+  }
+  return TP::UNDEFINED;
+}
+
+void set_type(onnx::ValueInfoProto* vi, const ir::Value& v) {
+  vi->set_name(v.name);
+  auto* tt = vi->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx_dtype(v.dtype));
+  auto* shape = tt->mutable_shape();
+  for (const ir::Dim& d : v.shape) {
+    auto* dim = shape->add_dim();
+    if (d.is_static())
+      dim->set_dim_value(d.value);
+    else if (!d.symbol.empty())
+      dim->set_dim_param(d.symbol);
+  }
+}
+
+class Emitter {
+ public:
+  Emitter(ir::Graph& g, onnx::GraphProto* gp, int opset) : g_(g), gp_(gp), opset_(opset) {}
+
+  int opset() const { return opset_; }
+  const std::string& name(ir::ValueId v) const { return g_.value(v).name; }
+
+  onnx::NodeProto* node(const std::string& op, std::vector<std::string> inputs, std::vector<std::string> outputs,
+                        const std::string& node_name) {
+    auto* n = gp_->add_node();
+    n->set_op_type(op);
+    n->set_name(unique_node_name(node_name));
+    for (auto& i : inputs) n->add_input(i);
+    for (auto& o : outputs) n->add_output(o);
+    return n;
+  }
+
+  std::string fresh(const std::string& base) {
+    std::string s = base;
+    for (int i = 1; g_.find_value(s) || extra_names_.count(s); ++i) s = base + "_" + std::to_string(i);
+    extra_names_.insert({s, 0});
+    return s;
+  }
+
+  // A small initializer created by the writer (Clip bounds, Reshape shapes, axes).
+  std::string int64_initializer(const std::string& base, const std::vector<int64_t>& values, bool scalar = false) {
+    std::string nm = fresh(base);
+    auto* t = gp_->add_initializer();
+    t->set_name(nm);
+    t->set_data_type(onnx::TensorProto::INT64);
+    if (!scalar) t->add_dims(static_cast<int64_t>(values.size()));
+    t->set_raw_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * 8));
+    return nm;
+  }
+  std::string float_scalar_initializer(const std::string& base, float v) {
+    std::string nm = fresh(base);
+    auto* t = gp_->add_initializer();
+    t->set_name(nm);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->set_raw_data(std::string(reinterpret_cast<const char*>(&v), 4));
+    return nm;
+  }
+
+  // Writes `act` applied to `in` as separate node(s) producing `out`.
+  void activation(ir::Activation act, const std::string& in, const std::string& out, const std::string& base) {
+    switch (act) {
+      case ir::Activation::kNone: node("Identity", {in}, {out}, base); break;
+      case ir::Activation::kRelu: node("Relu", {in}, {out}, base + "/relu"); break;
+      case ir::Activation::kRelu6: clip(in, out, 0.0f, 6.0f, base + "/relu6"); break;
+      case ir::Activation::kSigmoid: node("Sigmoid", {in}, {out}, base + "/sigmoid"); break;
+      case ir::Activation::kSilu: {
+        std::string s = fresh(base + "/silu_sigmoid");
+        node("Sigmoid", {in}, {s}, base + "/silu_sigmoid");
+        node("Mul", {in, s}, {out}, base + "/silu");
+        break;
+      }
+      case ir::Activation::kHardSwish:
+        if (opset_ >= 14) {
+          node("HardSwish", {in}, {out}, base + "/hardswish");
+        } else {
+          std::string hs = fresh(base + "/hardswish_gate");
+          hard_sigmoid(in, hs, 1.0f / 6.0f, 0.5f, base + "/hardswish_gate");
+          node("Mul", {in, hs}, {out}, base + "/hardswish");
+        }
+        break;
+    }
+  }
+
+  void clip(const std::string& in, const std::string& out, float lo, float hi, const std::string& base) {
+    node("Clip", {in, float_scalar_initializer(base + "/min", lo), float_scalar_initializer(base + "/max", hi)}, {out},
+         base);
+  }
+
+  void hard_sigmoid(const std::string& in, const std::string& out, float alpha, float beta, const std::string& base) {
+    auto* n = node("HardSigmoid", {in}, {out}, base);
+    add_float(n, "alpha", alpha);
+    add_float(n, "beta", beta);
+  }
+
+  // Emits `op` producing the node's output, followed by the fused activation when present.
+  onnx::NodeProto* with_activation(const ir::Node& n, const std::string& op, std::vector<std::string> inputs,
+                                   ir::Activation act) {
+    const std::string& out = name(n.outputs[0]);
+    if (act == ir::Activation::kNone) return node(op, std::move(inputs), {out}, n.name);
+    std::string pre = fresh(out + "/pre_activation");
+    auto* p = node(op, std::move(inputs), {pre}, n.name);
+    activation(act, pre, out, n.name);
+    return p;
+  }
+
+  static void add_ints(onnx::NodeProto* n, const std::string& nm, const std::vector<int64_t>& v) {
+    auto* a = n->add_attribute();
+    a->set_name(nm);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (int64_t x : v) a->add_ints(x);
+  }
+  static void add_int(onnx::NodeProto* n, const std::string& nm, int64_t v) {
+    auto* a = n->add_attribute();
+    a->set_name(nm);
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(v);
+  }
+  static void add_float(onnx::NodeProto* n, const std::string& nm, float v) {
+    auto* a = n->add_attribute();
+    a->set_name(nm);
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(v);
+  }
+
+  std::vector<std::string> input_names(const ir::Node& n) {
+    std::vector<std::string> v;
+    for (ir::ValueId i : n.inputs) v.push_back(i == ir::kNoValue ? std::string() : name(i));
+    while (!v.empty() && v.back().empty()) v.pop_back();
+    return v;
+  }
+
+ private:
+  std::string unique_node_name(const std::string& base) {
+    std::string s = base;
+    for (int i = 1; node_names_.count(s); ++i) s = base + "_" + std::to_string(i);
+    node_names_.insert({s, 0});
+    return s;
+  }
+
+  ir::Graph& g_;
+  onnx::GraphProto* gp_;
+  int opset_;
+  std::unordered_map<std::string, int> extra_names_;
+  std::unordered_map<std::string, int> node_names_;
+};
+
+using Builder = std::function<void(Emitter&, const ir::Node&)>;
+
+void emit_conv(Emitter& e, const ir::Node& n) {
+  const auto& a = n.attr<ir::ConvAttrs>();
+  auto* p = e.with_activation(n, "Conv", e.input_names(n), a.activation);
+  Emitter::add_ints(p, "kernel_shape", a.kernel);
+  Emitter::add_ints(p, "strides", a.strides);
+  Emitter::add_ints(p, "pads", a.pads);
+  Emitter::add_ints(p, "dilations", a.dilations);
+  Emitter::add_int(p, "group", a.groups);
+}
+
+void emit_pool(Emitter& e, const ir::Node& n) {
+  const auto& a = n.attr<ir::PoolAttrs>();
+  bool max = n.op == OpKind::kMaxPool;
+  auto* p = e.node(max ? "MaxPool" : "AveragePool", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+  Emitter::add_ints(p, "kernel_shape", a.kernel);
+  Emitter::add_ints(p, "strides", a.strides);
+  Emitter::add_ints(p, "pads", a.pads);
+  if (a.ceil_mode) Emitter::add_int(p, "ceil_mode", 1);
+  if (max) {
+    Emitter::add_ints(p, "dilations", a.dilations);
+  } else {
+    for (int64_t d : a.dilations)
+      if (d != 1) throw write_error(n, "AveragePool with dilations needs opset 19; modex writes opsets 11-17");
+    if (a.count_include_pad) Emitter::add_int(p, "count_include_pad", 1);
+  }
+}
+
+void emit_axes_op(Emitter& e, const ir::Node& n, const char* op) {
+  const auto& axes = n.attr<ir::AxesAttrs>().axes;
+  std::vector<std::string> in = e.input_names(n);
+  if (e.opset() >= 13) {
+    if (!axes.empty()) in.push_back(e.int64_initializer(n.name + "/axes", axes));
+    e.node(op, in, {e.name(n.outputs[0])}, n.name);
+  } else {
+    auto* p = e.node(op, in, {e.name(n.outputs[0])}, n.name);
+    if (!axes.empty()) Emitter::add_ints(p, "axes", axes);
+  }
+}
+
+const std::unordered_map<OpKind, Builder>& builders() {
+  static const std::unordered_map<OpKind, Builder> table = {
+      {OpKind::kConv, emit_conv},
+      {OpKind::kMaxPool, emit_pool},
+      {OpKind::kAveragePool, emit_pool},
+      {OpKind::kBatchNorm,
+       [](Emitter& e, const ir::Node& n) {
+         auto* p = e.node("BatchNormalization", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         Emitter::add_float(p, "epsilon", n.attr<ir::BatchNormAttrs>().epsilon);
+       }},
+      {OpKind::kGemm,
+       [](Emitter& e, const ir::Node& n) {
+         auto* p = e.with_activation(n, "Gemm", e.input_names(n), n.attr<ir::GemmAttrs>().activation);
+         Emitter::add_int(p, "transB", 1);
+       }},
+      {OpKind::kMatMul, [](Emitter& e, const ir::Node& n) { e.node("MatMul", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kRelu, [](Emitter& e, const ir::Node& n) { e.node("Relu", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kSigmoid, [](Emitter& e, const ir::Node& n) { e.node("Sigmoid", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kTanh, [](Emitter& e, const ir::Node& n) { e.node("Tanh", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kIdentity, [](Emitter& e, const ir::Node& n) { e.node("Identity", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kPRelu, [](Emitter& e, const ir::Node& n) { e.node("PRelu", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kGlobalAveragePool,
+       [](Emitter& e, const ir::Node& n) { e.node("GlobalAveragePool", e.input_names(n), {e.name(n.outputs[0])}, n.name); }},
+      {OpKind::kClip,
+       [](Emitter& e, const ir::Node& n) {
+         const auto& a = n.attr<ir::ClipAttrs>();
+         e.clip(e.name(n.inputs[0]), e.name(n.outputs[0]), a.min, a.max, n.name);
+       }},
+      {OpKind::kLeakyRelu,
+       [](Emitter& e, const ir::Node& n) {
+         auto* p = e.node("LeakyRelu", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         Emitter::add_float(p, "alpha", n.attr<ir::LeakyReluAttrs>().alpha);
+       }},
+      {OpKind::kHardSigmoid,
+       [](Emitter& e, const ir::Node& n) {
+         const auto& a = n.attr<ir::HardSigmoidAttrs>();
+         e.hard_sigmoid(e.name(n.inputs[0]), e.name(n.outputs[0]), a.alpha, a.beta, n.name);
+       }},
+      {OpKind::kHardSwish,
+       [](Emitter& e, const ir::Node& n) {
+         e.activation(ir::Activation::kHardSwish, e.name(n.inputs[0]), e.name(n.outputs[0]), n.name);
+       }},
+      {OpKind::kSilu,
+       [](Emitter& e, const ir::Node& n) { e.activation(ir::Activation::kSilu, e.name(n.inputs[0]), e.name(n.outputs[0]), n.name); }},
+      {OpKind::kAdd, [](Emitter& e, const ir::Node& n) { e.with_activation(n, "Add", e.input_names(n), n.attr<ir::BinaryAttrs>().activation); }},
+      {OpKind::kSub, [](Emitter& e, const ir::Node& n) { e.with_activation(n, "Sub", e.input_names(n), n.attr<ir::BinaryAttrs>().activation); }},
+      {OpKind::kMul, [](Emitter& e, const ir::Node& n) { e.with_activation(n, "Mul", e.input_names(n), n.attr<ir::BinaryAttrs>().activation); }},
+      {OpKind::kDiv, [](Emitter& e, const ir::Node& n) { e.with_activation(n, "Div", e.input_names(n), n.attr<ir::BinaryAttrs>().activation); }},
+      {OpKind::kReduceMean,
+       [](Emitter& e, const ir::Node& n) {
+         const auto& a = n.attr<ir::ReduceAttrs>();
+         auto* p = e.node("ReduceMean", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         if (!a.axes.empty()) Emitter::add_ints(p, "axes", a.axes);
+         Emitter::add_int(p, "keepdims", a.keepdims ? 1 : 0);
+       }},
+      {OpKind::kFlatten,
+       [](Emitter& e, const ir::Node& n) {
+         auto* p = e.node("Flatten", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         Emitter::add_int(p, "axis", n.attr<ir::FlattenAttrs>().axis);
+       }},
+      {OpKind::kReshape,
+       [](Emitter& e, const ir::Node& n) {
+         std::string shape = e.int64_initializer(n.name + "/shape", n.attr<ir::ReshapeAttrs>().shape);
+         e.node("Reshape", {e.name(n.inputs[0]), shape}, {e.name(n.outputs[0])}, n.name);
+       }},
+      {OpKind::kSqueeze, [](Emitter& e, const ir::Node& n) { emit_axes_op(e, n, "Squeeze"); }},
+      {OpKind::kUnsqueeze, [](Emitter& e, const ir::Node& n) { emit_axes_op(e, n, "Unsqueeze"); }},
+      {OpKind::kTranspose,
+       [](Emitter& e, const ir::Node& n) {
+         auto* p = e.node("Transpose", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         const auto& perm = n.attr<ir::TransposeAttrs>().perm;
+         if (!perm.empty()) Emitter::add_ints(p, "perm", perm);
+       }},
+      {OpKind::kConcat,
+       [](Emitter& e, const ir::Node& n) {
+         auto* p = e.node("Concat", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         Emitter::add_int(p, "axis", n.attr<ir::AxisAttrs>().axis);
+       }},
+      {OpKind::kSoftmax,
+       [](Emitter& e, const ir::Node& n) {
+         // Below opset 13 only a last-axis softmax is written (check_softmax_axis).
+         int64_t axis = n.attr<ir::AxisAttrs>().axis;
+         auto* p = e.node("Softmax", e.input_names(n), {e.name(n.outputs[0])}, n.name);
+         Emitter::add_int(p, "axis", axis);
+       }},
+      {OpKind::kPad,
+       [](Emitter& e, const ir::Node& n) {
+         const auto& a = n.attr<ir::PadAttrs>();
+         std::string pads = e.int64_initializer(n.name + "/pads", a.pads);
+         std::string value = e.float_scalar_initializer(n.name + "/value", a.value);
+         auto* p = e.node("Pad", {e.name(n.inputs[0]), pads, value}, {e.name(n.outputs[0])}, n.name);
+         auto* mode = p->add_attribute();
+         mode->set_name("mode");
+         mode->set_type(onnx::AttributeProto::STRING);
+         mode->set_s("constant");
+       }},
+  };
+  return table;
+}
+
+void check_softmax_axis(const ir::Graph& g, const ir::Node& n, int opset) {
+  if (n.op != OpKind::kSoftmax || opset >= 13) return;
+  int64_t axis = n.attr<ir::AxisAttrs>().axis;
+  int64_t rank = static_cast<int64_t>(g.value(n.inputs[0]).shape.size());
+  if (axis != -1 && axis != rank - 1)
+    throw write_error(n, "Softmax over a non-last axis needs opset >= 13 (use --opset 13)");
+}
+
+int ir_version_for(int opset) { return opset <= 14 ? 7 : 8; }
+
+onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
+  if (options.opset < kMinOpset || options.opset > kMaxOpset)
+    throw Error("opset " + std::to_string(options.opset) + " is not supported; choose " + std::to_string(kMinOpset) +
+                "-" + std::to_string(kMaxOpset));
+  onnx::ModelProto model;
+  model.set_ir_version(ir_version_for(options.opset));
+  model.set_producer_name("modex");
+  model.set_producer_version(MODEX_VERSION);
+  if (!options.doc_string.empty()) model.set_doc_string(options.doc_string);
+  auto* op = model.add_opset_import();
+  op->set_domain("");
+  op->set_version(options.opset);
+  for (const auto& [k, v] : options.metadata) {
+    auto* p = model.add_metadata_props();
+    p->set_key(k);
+    p->set_value(v);
+  }
+  auto* gp = model.mutable_graph();
+  gp->set_name(options.graph_name);
+
+  for (ir::ValueId in : g.inputs()) set_type(gp->add_input(), g.value(in));
+  for (ir::ValueId out : g.outputs()) set_type(gp->add_output(), g.value(out));
+
+  Emitter e(g, gp, options.opset);
+  const auto& table = builders();
+  std::vector<bool> used(g.values().size(), false);
+  for (const ir::Node& n : g.nodes()) {
+    if (n.dead) continue;
+    for (ir::ValueId v : n.inputs)
+      if (v != ir::kNoValue) used[static_cast<size_t>(v)] = true;
+    check_softmax_axis(g, n, options.opset);
+    auto it = table.find(n.op);
+    if (it == table.end()) throw write_error(n, "no ONNX form for this op");
+    it->second(e, n);
+  }
+  for (ir::ValueId out : g.outputs()) used[static_cast<size_t>(out)] = true;
+
+  // Initializers last: each constant's bytes are copied into the proto and released from the
+  // graph right away, so weights exist once, not twice.
+  for (size_t i = 0; i < g.values().size(); ++i) {
+    ir::Value& v = g.value(static_cast<ir::ValueId>(i));
+    if (!v.is_constant() || !used[i]) continue;
+    auto* t = gp->add_initializer();
+    t->set_name(v.name);
+    t->set_data_type(onnx_dtype(v.dtype));
+    for (int64_t d : v.constant.shape()) t->add_dims(d);
+    t->mutable_raw_data()->assign(reinterpret_cast<const char*>(v.constant.raw()), v.constant.nbytes());
+    v.constant = Tensor();
+  }
+  return model;
+}
+
+void check_model(onnx::ModelProto& model) {
+  try {
+    onnx::checker::check_model(model);
+    onnx::ShapeInferenceOptions opts{/*check_type=*/true, /*error_mode=*/1, /*enable_data_propagation=*/false};
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(), opts);
+  } catch (const std::exception& ex) {
+    throw Error(std::string("the ONNX checker rejected the model modex built: ") + ex.what(), ErrorKind::kInternal);
+  }
+  // Inference filled value_info for every intermediate; it was only needed for the check.
+  model.mutable_graph()->clear_value_info();
+}
+
+}  // namespace
+
+std::string to_onnx_bytes(ir::Graph& g, const OnnxWriteOptions& options) {
+  onnx::ModelProto model = build_model(g, options);
+  check_model(model);
+  std::string bytes;
+  if (!model.SerializeToString(&bytes)) throw Error("ONNX serialisation failed (model larger than 2 GB?)", ErrorKind::kUnsupported);
+  return bytes;
+}
+
+size_t write_onnx_to(ir::Graph& g, AtomicFile& file, const OnnxWriteOptions& options) {
+  onnx::ModelProto model = build_model(g, options);
+  check_model(model);
+  size_t size = model.ByteSizeLong();
+  if (size > static_cast<size_t>(INT32_MAX))
+    throw Error("the model is larger than 2 GB, which ONNX protobuf files cannot hold", ErrorKind::kUnsupported);
+  // Large blocks: the default 8 KB stream makes thousands of write calls for a 100 MB model.
+  google::protobuf::io::FileOutputStream out(file.fd(), 1 << 20);
+  if (!model.SerializeToZeroCopyStream(&out) || !out.Flush()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+  return size;
+}
+
+size_t write_onnx(ir::Graph& g, const std::filesystem::path& path, const OnnxWriteOptions& options) {
+  AtomicFile f(path);
+  size_t size;
+  try {
+    size = write_onnx_to(g, f, options);
+  } catch (Error& e) {
+    e.file(path.string());
+    throw;
+  }
+  f.commit();
+  return size;
+}
+
+}  // namespace modex::onnx_io

@@ -1,0 +1,38 @@
+// IR -> ONNX. Every node maps through one table keyed by op (with opset-dependent forms: Clip's
+// min/max inputs, HardSwish below opset 14, Squeeze/Unsqueeze axes inputs from 13). Fused
+// activations are written as separate nodes, since ONNX has no fused forms. The model is checked
+// with libonnx's checker and strict shape inference before it is written (atomically).
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "core/file_util.h"
+#include "ir/graph.h"
+
+namespace modex::onnx_io {
+
+inline constexpr int kMinOpset = 11;
+inline constexpr int kMaxOpset = 17;
+
+struct OnnxWriteOptions {
+  int opset = kMinOpset;
+  std::string graph_name = "modex";
+  std::map<std::string, std::string> metadata;  // written as metadata_props
+  std::string doc_string;
+};
+
+// Serialised, checked model bytes. Releases the graph's constants as they are copied into the
+// proto (so peak memory stays near one copy of the weights); the graph's structure remains.
+std::string to_onnx_bytes(ir::Graph& g, const OnnxWriteOptions& options);
+
+// Checks and writes to `path` atomically (temporary file + rename); nothing is left behind on
+// error. Releases the graph's constants like to_onnx_bytes. Returns the file size.
+size_t write_onnx(ir::Graph& g, const std::filesystem::path& path, const OnnxWriteOptions& options);
+
+// Checks and writes into an open AtomicFile without committing it, so a caller can commit several
+// outputs together. Returns the byte count.
+size_t write_onnx_to(ir::Graph& g, AtomicFile& file, const OnnxWriteOptions& options);
+
+}  // namespace modex::onnx_io

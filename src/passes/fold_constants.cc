@@ -1,0 +1,187 @@
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "passes/passes.h"
+
+namespace modex::passes {
+namespace {
+
+// Row-major strides of a shape.
+Dims strides_of(const Dims& shape) {
+  Dims s(shape.size(), 1);
+  for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
+  return s;
+}
+
+// out[i] = f(a[ia], b[ib]) with numpy broadcasting, computed in double and stored in out's dtype.
+Tensor broadcast_binary(const Tensor& a, const Tensor& b, const Dims& out_shape, DType dtype,
+                        const std::function<double(double, double)>& f) {
+  std::vector<double> av, bv;
+  if (a.dtype() == DType::kInt64) {
+    for (int64_t v : a.to_int64_vector()) av.push_back(static_cast<double>(v));
+  } else {
+    for (float v : a.to_float_vector()) av.push_back(v);
+  }
+  if (b.dtype() == DType::kInt64) {
+    for (int64_t v : b.to_int64_vector()) bv.push_back(static_cast<double>(v));
+  } else {
+    for (float v : b.to_float_vector()) bv.push_back(v);
+  }
+  size_t r = out_shape.size();
+  auto aligned = [&](const Dims& s) {
+    Dims d(r, 1);
+    std::copy(s.begin(), s.end(), d.begin() + static_cast<ptrdiff_t>(r - s.size()));
+    return d;
+  };
+  Dims ash = aligned(a.shape()), bsh = aligned(b.shape());
+  Dims ast = strides_of(ash), bst = strides_of(bsh), ost = strides_of(out_shape);
+  int64_t n = checked_numel(out_shape);
+  Tensor out = Tensor::zeros(dtype, out_shape);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t ia = 0, ib = 0, rem = i;
+    for (size_t d = 0; d < r; ++d) {
+      int64_t idx = rem / ost[d];
+      rem %= ost[d];
+      if (ash[d] != 1) ia += idx * ast[d];
+      if (bsh[d] != 1) ib += idx * bst[d];
+    }
+    double v = f(av[static_cast<size_t>(ia)], bv[static_cast<size_t>(ib)]);
+    if (dtype == DType::kInt64)
+      out.data_mutable<int64_t>()[i] = static_cast<int64_t>(v);
+    else
+      out.data_mutable<float>()[i] = static_cast<float>(v);
+  }
+  return out;
+}
+
+Tensor map_unary(const Tensor& x, const std::function<float(float)>& f) {
+  std::vector<float> v = x.to_float_vector();
+  for (float& e : v) e = f(e);
+  return Tensor::from_floats(x.shape(), v);
+}
+
+Tensor transpose(const Tensor& x, std::vector<int64_t> perm) {
+  size_t r = static_cast<size_t>(x.rank());
+  if (perm.empty())
+    for (size_t i = r; i-- > 0;) perm.push_back(static_cast<int64_t>(i));
+  Dims out_shape(r);
+  for (size_t i = 0; i < r; ++i) out_shape[i] = x.shape()[static_cast<size_t>(perm[i])];
+  Dims in_st = strides_of(x.shape()), out_st = strides_of(out_shape);
+  Tensor out = Tensor::zeros(x.dtype(), out_shape);
+  size_t es = dtype_size(x.dtype());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    int64_t src = 0, rem = i;
+    for (size_t d = 0; d < r; ++d) {
+      int64_t idx = rem / out_st[d];
+      rem %= out_st[d];
+      src += idx * in_st[static_cast<size_t>(perm[d])];
+    }
+    std::copy_n(x.raw() + src * static_cast<int64_t>(es), es, out.raw_mutable() + i * static_cast<int64_t>(es));
+  }
+  return out;
+}
+
+Tensor concat(const std::vector<const Tensor*>& xs, int64_t axis, const Dims& out_shape) {
+  Tensor out = Tensor::zeros(xs[0]->dtype(), out_shape);
+  size_t es = dtype_size(out.dtype());
+  size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(out_shape.size()) : axis);
+  int64_t outer = 1;
+  for (size_t d = 0; d < ax; ++d) outer *= out_shape[d];
+  uint8_t* dst = out.raw_mutable();
+  for (int64_t o = 0; o < outer; ++o)
+    for (const Tensor* x : xs) {
+      int64_t chunk = x->numel() / std::max<int64_t>(outer, 1) * static_cast<int64_t>(es);
+      std::copy_n(x->raw() + o * chunk, chunk, dst);
+      dst += chunk;
+    }
+  return out;
+}
+
+// Evaluates n when every input is constant and the op has an evaluator; nullopt otherwise.
+std::optional<Tensor> evaluate(const ir::Graph& g, const ir::Node& n) {
+  std::vector<const Tensor*> in;
+  for (ir::ValueId v : n.inputs) {
+    if (v == ir::kNoValue || !g.value(v).is_constant()) return std::nullopt;
+    in.push_back(&g.value(v).constant);
+  }
+  if (in.empty()) return std::nullopt;
+  const ir::Value& out = g.value(n.outputs[0]);
+  auto out_dims = ir::to_dims(out.shape);
+  if (!out_dims) return std::nullopt;
+  bool floaty = in[0]->dtype() == DType::kFloat32;
+  switch (n.op) {
+    case ir::OpKind::kIdentity: return *in[0];
+    case ir::OpKind::kReshape:
+    case ir::OpKind::kFlatten:
+    case ir::OpKind::kSqueeze:
+    case ir::OpKind::kUnsqueeze: return in[0]->reshaped(*out_dims);
+    case ir::OpKind::kTranspose: return transpose(*in[0], n.attr<ir::TransposeAttrs>().perm);
+    case ir::OpKind::kConcat: return concat(in, n.attr<ir::AxisAttrs>().axis, *out_dims);
+    case ir::OpKind::kRelu:
+      if (!floaty) return std::nullopt;
+      return map_unary(*in[0], [](float x) { return std::max(x, 0.0f); });
+    case ir::OpKind::kClip: {
+      if (!floaty) return std::nullopt;
+      auto a = n.attr<ir::ClipAttrs>();
+      return map_unary(*in[0], [a](float x) { return std::min(std::max(x, a.min), a.max); });
+    }
+    case ir::OpKind::kSigmoid:
+      if (!floaty) return std::nullopt;
+      return map_unary(*in[0], [](float x) { return 1.0f / (1.0f + std::exp(-x)); });
+    case ir::OpKind::kAdd:
+    case ir::OpKind::kSub:
+    case ir::OpKind::kMul:
+    case ir::OpKind::kDiv: {
+      if (n.attr<ir::BinaryAttrs>().activation != ir::Activation::kNone) return std::nullopt;
+      DType dt = in[0]->dtype();
+      if (dt != DType::kFloat32 && dt != DType::kInt64) return std::nullopt;
+      std::function<double(double, double)> f;
+      switch (n.op) {
+        case ir::OpKind::kAdd: f = [](double a, double b) { return a + b; }; break;
+        case ir::OpKind::kSub: f = [](double a, double b) { return a - b; }; break;
+        case ir::OpKind::kMul: f = [](double a, double b) { return a * b; }; break;
+        default:
+          if (dt == DType::kInt64) {
+            f = [](double a, double b) { return b == 0 ? 0.0 : std::trunc(a / b); };
+          } else {
+            f = [](double a, double b) { return static_cast<double>(static_cast<float>(a) / static_cast<float>(b)); };
+          }
+      }
+      return broadcast_binary(*in[0], *in[1], *out_dims, dt, f);
+    }
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
+bool fold_constants(ir::Graph& g) {
+  bool changed = false;
+  for (size_t k = 0; k < g.nodes().size(); ++k) {
+    const ir::Node& n = g.node(static_cast<ir::NodeId>(k));
+    if (n.dead || n.outputs.size() != 1) continue;
+    std::optional<Tensor> t = evaluate(g, n);
+    if (!t) continue;
+    ir::ValueId out = n.outputs[0];
+    ir::ValueId c = g.add_constant(g.value(out).name + ".folded", std::move(*t));
+    bool was_output = g.is_graph_output(out);
+    std::string name = g.value(out).name;
+    g.replace_all_uses(out, c);
+    g.node(static_cast<ir::NodeId>(k)).dead = true;
+    if (was_output) g.set_output_name(c, name);
+    changed = true;
+  }
+  if (changed) g.compact();
+  return changed;
+}
+
+void optimize(ir::Graph& g, const PipelineOptions& options) {
+  fold_constants(g);
+  fold_batchnorm(g);
+  if (options.fuse_activations) fuse_activation(g);
+  eliminate_dead_code(g);
+  ir::verify(g);
+}
+
+}  // namespace modex::passes

@@ -1,0 +1,81 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/half.h"
+#include "core/tensor.h"
+
+namespace modex {
+namespace {
+
+TEST(Half, EveryFiniteFloat16RoundTrips) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    uint16_t bits = static_cast<uint16_t>(h);
+    if ((bits & 0x7c00) == 0x7c00) continue;  // inf/nan
+    float f = f16_to_f32(bits);
+    EXPECT_EQ(f32_to_f16(f), bits) << "bits " << h;
+  }
+}
+
+TEST(Half, KnownValues) {
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);          // overflow -> inf
+  EXPECT_EQ(f32_to_f16(5.9604645e-8f), 0x0001);  // smallest subnormal
+  EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 2048), 0x3c00);  // tie rounds to even
+  EXPECT_FLOAT_EQ(f16_to_f32(0x3555), 0.333251953125f);
+}
+
+TEST(BFloat16, RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_FLOAT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  float x = 1.0f + 1.0f / 256;  // exactly halfway between two bf16 values -> even
+  EXPECT_EQ(f32_to_bf16(x), 0x3f80);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+}
+
+TEST(Tensor, ZerosAndViews) {
+  Tensor t = Tensor::zeros(DType::kFloat32, {2, 3});
+  EXPECT_EQ(t.numel(), 6);
+  EXPECT_EQ(t.nbytes(), 24u);
+  for (float v : t.values<float>()) EXPECT_EQ(v, 0.0f);
+  auto buf = Buffer::allocate(16);
+  EXPECT_THROW(Tensor::view(buf, 8, DType::kFloat32, {3}), Error);  // 12 bytes at 8 > 16
+  EXPECT_NO_THROW(Tensor::view(buf, 8, DType::kFloat32, {2}));
+  EXPECT_THROW(Tensor::zeros(DType::kFloat32, {-1}), Error);
+  EXPECT_THROW(Tensor::zeros(DType::kFloat32, {1LL << 40, 1LL << 40}), Error);
+}
+
+TEST(Tensor, ReshapeKeepsDataAndChecksCount) {
+  std::vector<float> v{1, 2, 3, 4, 5, 6};
+  Tensor t = Tensor::from_floats({2, 3}, v);
+  Tensor r = t.reshaped({3, 2});
+  EXPECT_EQ(r.raw(), t.raw());
+  EXPECT_THROW(t.reshaped({4}), Error);
+}
+
+TEST(Tensor, ConvertsBetweenDtypes) {
+  std::vector<float> v{1.5f, -2.0f, 65504.0f};
+  Tensor t = Tensor::from_floats({3}, v);
+  Tensor h = t.to(DType::kFloat16);
+  EXPECT_EQ(h.dtype(), DType::kFloat16);
+  EXPECT_EQ(h.to_float_vector(), v);
+  Tensor i = Tensor::from_int64s({2}, std::vector<int64_t>{(1LL << 53) + 1, -7});
+  EXPECT_EQ(i.to_int64_vector()[0], (1LL << 53) + 1);  // no trip through double
+  EXPECT_EQ(i.to(DType::kInt32).to_int64_vector()[1], -7);
+}
+
+TEST(Tensor, CloneIsDeepAndUniqueTracksSharing) {
+  Tensor t = Tensor::zeros(DType::kFloat32, {4});
+  EXPECT_TRUE(t.unique());
+  Tensor shared = t;
+  EXPECT_FALSE(t.unique());
+  Tensor c = t.clone();
+  c.data_mutable<float>()[0] = 3.0f;
+  EXPECT_EQ(t.data<float>()[0], 0.0f);
+}
+
+}  // namespace
+}  // namespace modex
