@@ -18,10 +18,12 @@ std::string attrs_text(const OpAttrs& attrs) {
           if (a.dilations != std::vector<int64_t>(a.dilations.size(), 1)) s << " dilations=" << ints(a.dilations);
           if (a.groups != 1) s << " groups=" << a.groups;
           if (a.activation != Activation::kNone) s << " activation=" << activation_name(a.activation);
+          if (a.layout == Layout::kNHWC) s << " nhwc";
         } else if constexpr (std::is_same_v<T, PoolAttrs>) {
           s << "kernel=" << ints(a.kernel) << " strides=" << ints(a.strides) << " pads=" << ints(a.pads);
           if (a.ceil_mode) s << " ceil_mode";
           if (a.count_include_pad) s << " count_include_pad";
+          if (a.layout == Layout::kNHWC) s << " nhwc";
         } else if constexpr (std::is_same_v<T, BatchNormAttrs>) {
           s << "epsilon=" << a.epsilon;
         } else if constexpr (std::is_same_v<T, GemmAttrs> || std::is_same_v<T, BinaryAttrs>) {

@@ -13,6 +13,11 @@ namespace modex::ir {
 enum class Activation : uint8_t { kNone, kRelu, kRelu6, kHardSwish, kSigmoid, kSilu };
 std::string_view activation_name(Activation a);
 
+// Memory layout of a spatial op's activations (and a Conv's weight): NCHW with weights
+// [O, I/groups, kH, kW] as in PyTorch/ONNX, or NHWC with weights [O, kH, kW, I/groups] as in
+// TFLite/XNNPACK. convert_to_nhwc rewrites graphs from the first to the second.
+enum class Layout : uint8_t { kNCHW, kNHWC };
+
 struct NoAttrs {
   bool operator==(const NoAttrs&) const = default;
 };
@@ -24,6 +29,7 @@ struct ConvAttrs {
   std::vector<int64_t> dilations{1, 1};
   int64_t groups = 1;
   Activation activation = Activation::kNone;
+  Layout layout = Layout::kNCHW;
   bool operator==(const ConvAttrs&) const = default;
 };
 
@@ -67,6 +73,7 @@ struct PoolAttrs {
   std::vector<int64_t> dilations{1, 1};
   bool ceil_mode = false;
   bool count_include_pad = false;  // AveragePool only
+  Layout layout = Layout::kNCHW;
   bool operator==(const PoolAttrs&) const = default;
 };
 

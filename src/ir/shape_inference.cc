@@ -123,24 +123,30 @@ std::vector<OutputInfo> infer_conv(const Graph& g, const Node& n) {
   auto wd = to_dims(w.shape);
   if (!wd) throw node_error(n, "weight shape must be static");
   if (a.groups < 1) throw node_error(n, "groups must be >= 1");
+  const bool nhwc = a.layout == Layout::kNHWC;
+  // Positions of channels and the first spatial dim, in activations and in the weight.
+  const size_t x_c = nhwc ? k + 1 : 1, x_s = nhwc ? 1 : 2;
+  const size_t w_i = nhwc ? k + 1 : 1, w_s = nhwc ? 1 : 2;
   int64_t out_c = (*wd)[0];
   if (out_c % a.groups != 0)
     throw node_error(n, "output channels " + std::to_string(out_c) + " not divisible by groups " + std::to_string(a.groups));
   for (size_t i = 0; i < k; ++i)
-    if ((*wd)[i + 2] != a.kernel[i])
+    if ((*wd)[w_s + i] != a.kernel[i])
       throw node_error(n, "kernel attribute disagrees with weight shape " + shape_to_string(w.shape));
-  if (x.shape[1].is_static() && x.shape[1].value != (*wd)[1] * a.groups)
-    throw node_error(n, "input has " + std::to_string(x.shape[1].value) + " channels but weight " +
+  if (x.shape[x_c].is_static() && x.shape[x_c].value != (*wd)[w_i] * a.groups)
+    throw node_error(n, "input has " + std::to_string(x.shape[x_c].value) + " channels but weight " +
                             shape_to_string(w.shape) + " with groups=" + std::to_string(a.groups) + " expects " +
-                            std::to_string((*wd)[1] * a.groups));
+                            std::to_string((*wd)[w_i] * a.groups));
   if (has_input(n, 2)) {
     const Value& b = input(g, n, 2);
     if (b.shape.size() != 1 || !dims_compatible(b.shape[0], Dim::fixed(out_c)))
       throw node_error(n, "bias shape " + shape_to_string(b.shape) + " does not match " + std::to_string(out_c) + " output channels");
   }
-  Shape out{x.shape[0], Dim::fixed(out_c)};
+  Shape out{x.shape[0]};
+  if (!nhwc) out.push_back(Dim::fixed(out_c));
   for (size_t i = 0; i < k; ++i)
-    out.push_back(spatial_out(n, x.shape[i + 2], a.kernel[i], a.strides[i], a.pads[i], a.pads[i + k], a.dilations[i], false));
+    out.push_back(spatial_out(n, x.shape[x_s + i], a.kernel[i], a.strides[i], a.pads[i], a.pads[i + k], a.dilations[i], false));
+  if (nhwc) out.push_back(Dim::fixed(out_c));
   return {{x.dtype, out}};
 }
 
@@ -155,9 +161,13 @@ std::vector<OutputInfo> infer_pool(const Graph& g, const Node& n) {
   for (size_t i = 0; i < k; ++i)
     if (a.pads[i] >= a.kernel[i] || a.pads[i + k] >= a.kernel[i])
       throw node_error(n, "padding must be smaller than the kernel");
-  Shape out{x.shape[0], x.shape[1]};
+  const bool nhwc = a.layout == Layout::kNHWC;
+  const size_t x_s = nhwc ? 1 : 2;
+  Shape out{x.shape[0]};
+  if (!nhwc) out.push_back(x.shape[1]);
   for (size_t i = 0; i < k; ++i)
-    out.push_back(spatial_out(n, x.shape[i + 2], a.kernel[i], a.strides[i], a.pads[i], a.pads[i + k], a.dilations[i], a.ceil_mode));
+    out.push_back(spatial_out(n, x.shape[x_s + i], a.kernel[i], a.strides[i], a.pads[i], a.pads[i + k], a.dilations[i], a.ceil_mode));
+  if (nhwc) out.push_back(x.shape[k + 1]);
   return {{x.dtype, out}};
 }
 

@@ -21,6 +21,19 @@ bool eliminate_dead_code(ir::Graph& g);
 // element-wise op with no other consumer become that op's fused activation.
 bool fuse_activation(ir::Graph& g);
 
+struct NhwcOptions {
+  // Keep the graph input [N,3,H,W] and transpose once inside (--nchw-input); by default the
+  // input itself becomes [N,H,W,3], the TFLite convention.
+  bool nchw_input = false;
+};
+
+// Rewrites an NCHW graph so every 4-D activation is NHWC: Conv/pool weights and attributes change
+// layout, global pooling becomes ReduceMean over [1,2], standalone BatchNorm becomes Mul+Add,
+// axis attributes and broadcast constants are permuted. A Transpose is inserted only where an op
+// cannot follow the layout (e.g. flattening a map with spatial extent). Graph outputs keep their
+// logical NCHW meaning.
+void convert_to_nhwc(ir::Graph& g, const NhwcOptions& options = {});
+
 struct PipelineOptions {
   bool fuse_activations = false;  // ONNX output keeps activations as separate nodes
 };

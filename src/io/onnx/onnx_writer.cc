@@ -190,8 +190,13 @@ class Emitter {
 
 using Builder = std::function<void(Emitter&, const ir::Node&)>;
 
+void require_nchw(const ir::Node& n, ir::Layout layout) {
+  if (layout != ir::Layout::kNCHW) throw write_error(n, "ONNX has no NHWC form of this op; write ONNX before convert_to_nhwc", ErrorKind::kInternal);
+}
+
 void emit_conv(Emitter& e, const ir::Node& n) {
   const auto& a = n.attr<ir::ConvAttrs>();
+  require_nchw(n, a.layout);
   auto* p = e.with_activation(n, "Conv", e.input_names(n), a.activation);
   Emitter::add_ints(p, "kernel_shape", a.kernel);
   Emitter::add_ints(p, "strides", a.strides);
@@ -202,6 +207,7 @@ void emit_conv(Emitter& e, const ir::Node& n) {
 
 void emit_pool(Emitter& e, const ir::Node& n) {
   const auto& a = n.attr<ir::PoolAttrs>();
+  require_nchw(n, a.layout);
   bool max = n.op == OpKind::kMaxPool;
   auto* p = e.node(max ? "MaxPool" : "AveragePool", e.input_names(n), {e.name(n.outputs[0])}, n.name);
   Emitter::add_ints(p, "kernel_shape", a.kernel);
