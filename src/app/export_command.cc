@@ -51,9 +51,12 @@ Json preprocessing_json(int64_t input_size, const CheckpointConfig& cfg) {
   p["layout"] = "NCHW";
   p["color"] = "RGB";
   p["scale"] = 1.0 / 255.0;
-  p["mean"] = {0.485, 0.456, 0.406};
-  p["std"] = {0.229, 0.224, 0.225};
-  (void)cfg;
+  // The checkpoint's own statistics when its config has them; ImageNet's otherwise (what
+  // torchvision's pretrained weights and most fine-tuned classifiers expect).
+  bool own = cfg.mean.size() == 3 && cfg.std.size() == 3;
+  p["mean"] = own ? Json(cfg.mean) : Json{0.485, 0.456, 0.406};
+  p["std"] = own ? Json(cfg.std) : Json{0.229, 0.224, 0.225};
+  p["normalization_source"] = own ? "checkpoint config" : "imagenet default";
   return p;
 }
 

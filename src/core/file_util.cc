@@ -117,7 +117,7 @@ std::string sha256_file(const fs::path& path) {
   if (f.fd < 0) throw io_error(path, "cannot open file");
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  std::vector<unsigned char> buf(1 << 20);
+  std::vector<unsigned char> buf(256 << 10);
   for (;;) {
     ssize_t r = ::read(f.fd, buf.data(), buf.size());
     if (r < 0) {

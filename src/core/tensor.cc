@@ -16,7 +16,26 @@ std::shared_ptr<Buffer> Buffer::allocate(size_t nbytes) {
   return std::shared_ptr<Buffer>(new Buffer(static_cast<uint8_t*>(p), nbytes));
 }
 
-Buffer::~Buffer() { std::free(data_); }
+std::shared_ptr<Buffer> Buffer::allocate_movable(size_t nbytes) {
+  auto bytes = std::make_unique<std::string>();
+  bytes->resize(nbytes);
+  auto* b = new Buffer(reinterpret_cast<uint8_t*>(bytes->data()), nbytes);
+  b->bytes_ = std::move(bytes);
+  return std::shared_ptr<Buffer>(b);
+}
+
+Buffer::~Buffer() {
+  if (!bytes_) std::free(data_);
+}
+
+std::optional<std::string> Buffer::release_bytes() {
+  if (!bytes_) return std::nullopt;
+  std::string out = std::move(*bytes_);
+  bytes_->clear();
+  data_ = reinterpret_cast<uint8_t*>(bytes_->data());
+  size_ = 0;
+  return out;
+}
 
 int64_t checked_numel(const Dims& shape) {
   int64_t n = 1;
@@ -77,6 +96,20 @@ Tensor Tensor::from_int64s(Dims shape, std::span<const int64_t> values) {
     throw Error("from_int64s: value count does not match shape", ErrorKind::kInternal);
   if (!values.empty()) std::memcpy(t.raw_mutable(), values.data(), t.nbytes());
   return t;
+}
+
+std::string Tensor::take_bytes() {
+  std::string out;
+  bool moved = false;
+  if (buffer_ && unique() && offset_ == 0 && nbytes() == buffer_->size()) {
+    if (auto bytes = buffer_->release_bytes()) {
+      out = std::move(*bytes);
+      moved = true;
+    }
+  }
+  if (!moved && buffer_) out.assign(reinterpret_cast<const char*>(raw()), nbytes());
+  *this = Tensor();
+  return out;
 }
 
 Tensor Tensor::reshaped(Dims shape) const {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,11 +14,15 @@
 
 namespace modex {
 
-// 64-byte aligned heap bytes.
+// Heap bytes: 64-byte aligned, or (allocate_movable) held in a std::string so that a writer
+// can hand them to a protobuf `bytes` field without copying (16-byte aligned).
 class Buffer {
  public:
   static std::shared_ptr<Buffer> allocate(size_t nbytes);
+  static std::shared_ptr<Buffer> allocate_movable(size_t nbytes);
   ~Buffer();
+  // Moves the bytes out of a movable buffer (leaving it empty); nullopt for aligned buffers.
+  std::optional<std::string> release_bytes();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
@@ -29,6 +34,7 @@ class Buffer {
   Buffer(uint8_t* data, size_t size) : data_(data), size_(size) {}
   uint8_t* data_;
   size_t size_;
+  std::unique_ptr<std::string> bytes_;  // set for movable buffers; data_ points into it
 };
 
 using Dims = std::vector<int64_t>;
@@ -73,6 +79,9 @@ class Tensor {
 
   // True when no other tensor shares this storage, so in-place changes are invisible elsewhere.
   bool unique() const { return buffer_.use_count() == 1; }
+  // The bytes, moved out without a copy when this tensor owns a whole movable buffer alone;
+  // copied otherwise. The tensor is left undefined either way.
+  std::string take_bytes();
   // Same data, new shape with equal numel.
   Tensor reshaped(Dims shape) const;
   // A private copy (deep).

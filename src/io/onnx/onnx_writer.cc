@@ -382,8 +382,8 @@ onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
   }
   for (ir::ValueId out : g.outputs()) used[static_cast<size_t>(out)] = true;
 
-  // Initializers last: each constant's bytes are copied into the proto and released from the
-  // graph right away, so weights exist once, not twice.
+  // Initializers last: each constant's bytes move into the proto (or are copied and released
+  // right away), so the weights exist once, not twice.
   for (size_t i = 0; i < g.values().size(); ++i) {
     ir::Value& v = g.value(static_cast<ir::ValueId>(i));
     if (!v.is_constant() || !used[i]) continue;
@@ -391,8 +391,7 @@ onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
     t->set_name(v.name);
     t->set_data_type(onnx_dtype(v.dtype));
     for (int64_t d : v.constant.shape()) t->add_dims(d);
-    t->mutable_raw_data()->assign(reinterpret_cast<const char*>(v.constant.raw()), v.constant.nbytes());
-    v.constant = Tensor();
+    t->set_raw_data(v.constant.take_bytes());  // moved, not copied, when the graph owns it alone
   }
   return model;
 }
@@ -425,8 +424,8 @@ size_t write_onnx_to(ir::Graph& g, AtomicFile& file, const OnnxWriteOptions& opt
   size_t size = model.ByteSizeLong();
   if (size > static_cast<size_t>(INT32_MAX))
     throw Error("the model is larger than 2 GB, which ONNX protobuf files cannot hold", ErrorKind::kUnsupported);
-  // Large blocks: the default 8 KB stream makes thousands of write calls for a 100 MB model.
-  google::protobuf::io::FileOutputStream out(file.fd(), 1 << 20);
+  // 256 KB blocks: the default 8 KB makes thousands of write calls for a 100 MB model.
+  google::protobuf::io::FileOutputStream out(file.fd(), 256 << 10);
   if (!model.SerializeToZeroCopyStream(&out) || !out.Flush()) throw Error("cannot write ONNX file", ErrorKind::kIo);
   return size;
 }

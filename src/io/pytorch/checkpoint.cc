@@ -52,7 +52,8 @@ Format detect(const uint8_t* head, size_t n, uint64_t total_size) {
   if (safetensors::looks_like_safetensors(head, n, total_size)) return Format::kSafetensors;
   if (n >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5) {
     const uint8_t* end = head + n;
-    if (std::search(head, end, std::begin(kLegacyMagic), std::end(kLegacyMagic)) != end) return Format::kLegacyTorch;
+    if (std::search(head, end, std::begin(kLegacyMagic), std::end(kLegacyMagic)) != end)
+      return Format::kLegacyTorch;
     return Format::kBarePickle;
   }
   return Format::kUnknown;
@@ -60,15 +61,20 @@ Format detect(const uint8_t* head, size_t n, uint64_t total_size) {
 
 [[noreturn]] void refuse(Format format) {
   switch (format) {
-    case Format::kEmpty: throw Error("the file is empty");
+    case Format::kEmpty:
+      throw Error("the file is empty");
     case Format::kLegacyTorch:
-      throw Error("legacy (pre-1.6) torch.save format; re-save with torch >= 1.6 (torch.save(obj, path))",
-                  ErrorKind::kUnsupported);
+      throw Error(
+          "legacy (pre-1.6) torch.save format; re-save with torch >= 1.6 (torch.save(obj, path))",
+          ErrorKind::kUnsupported);
     case Format::kBarePickle:
-      throw Error("a bare pickle file, not a torch.save zip checkpoint or safetensors file", ErrorKind::kUnsupported)
+      throw Error("a bare pickle file, not a torch.save zip checkpoint or safetensors file",
+                  ErrorKind::kUnsupported)
           .hint("save the weights with torch.save(model.state_dict(), path) using torch >= 1.6");
     default:
-      throw Error("unrecognised file format: expected a torch.save zip checkpoint (.pt/.pth) or a safetensors file");
+      throw Error(
+          "unrecognised file format: expected a torch.save zip checkpoint (.pt/.pth) or a "
+          "safetensors file");
   }
 }
 
@@ -91,7 +97,8 @@ Checkpoint load_torch_zip(std::unique_ptr<pytorch::ZipArchive> zip) {
       requests.push_back({key->text, value->tensor.get()});
   }
   std::vector<Tensor> tensors = archive.materialize(requests);
-  for (size_t i = 0; i < requests.size(); ++i) ck.weights.insert(requests[i].name, std::move(tensors[i]));
+  for (size_t i = 0; i < requests.size(); ++i)
+    ck.weights.insert(requests[i].name, std::move(tensors[i]));
   ck.config = pytorch::read_config(archive.root());
   return finish(std::move(ck));
 }
@@ -113,14 +120,16 @@ struct FileCloser {
 // so the file's bytes are held exactly once).
 std::shared_ptr<Buffer> read_into_buffer(std::FILE* f, uint64_t n) {
   std::shared_ptr<Buffer> buffer = Buffer::allocate(static_cast<size_t>(n));
-  if (std::fseek(f, 0, SEEK_SET) != 0 || std::fread(buffer->data(), 1, static_cast<size_t>(n), f) != n)
+  if (std::fseek(f, 0, SEEK_SET) != 0 ||
+      std::fread(buffer->data(), 1, static_cast<size_t>(n), f) != n)
     throw Error("cannot read file: " + std::string(std::strerror(errno)), ErrorKind::kIo);
   return buffer;
 }
 
 Checkpoint load_file(const std::filesystem::path& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw Error("is a directory, not a checkpoint file", ErrorKind::kIo);
+  if (std::filesystem::is_directory(path, ec))
+    throw Error("is a directory, not a checkpoint file", ErrorKind::kIo);
   std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
   if (!f) throw Error("cannot open file: " + std::string(std::strerror(errno)), ErrorKind::kIo);
   uint64_t size = std::filesystem::file_size(path, ec);

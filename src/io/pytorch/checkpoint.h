@@ -36,6 +36,8 @@ struct CheckpointConfig {
   std::optional<int64_t> num_classes;
   std::optional<int64_t> input_size;        // an int, or the last element of [h, w] / [c, h, w]
   std::vector<std::string> class_names;     // "class_names" or "classes"
+  std::vector<float> mean;                  // "mean": per-channel normalisation (3 values)
+  std::vector<float> std;                   // "std"
 };
 
 struct Checkpoint {

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 
@@ -18,19 +18,22 @@ using pickle::ValueKind;
 bool holds_tensors(const Value* v) {
   if (v == nullptr || !v->is(ValueKind::kDict)) return false;
   const auto& items = v->dict->items();
-  return std::any_of(items.begin(), items.end(), [](const auto& kv) { return kv.second->is(ValueKind::kTensor); });
+  return std::any_of(items.begin(), items.end(),
+                     [](const auto& kv) { return kv.second->is(ValueKind::kTensor); });
 }
 
 bool only_tensors(const Value* v) {
   if (v == nullptr || !v->is(ValueKind::kDict) || v->dict->size() == 0) return false;
   const auto& items = v->dict->items();
-  return std::all_of(items.begin(), items.end(), [](const auto& kv) { return kv.second->is(ValueKind::kTensor); });
+  return std::all_of(items.begin(), items.end(),
+                     [](const auto& kv) { return kv.second->is(ValueKind::kTensor); });
 }
 
 // Two levels cover {"model": {"state_dict": ...}} without wandering through arbitrary data.
 constexpr int kMaxSearchDepth = 2;
 
-std::optional<StateDictLocation> search_conventional_keys(const Value* d, const std::string& path, int depth) {
+std::optional<StateDictLocation> search_conventional_keys(const Value* d, const std::string& path,
+                                                          int depth) {
   for (const char* key : kStateDictKeys) {
     const Value* v = d->dict->find(key);
     if (v == nullptr || !v->is(ValueKind::kDict)) continue;
@@ -47,7 +50,32 @@ std::optional<int64_t> positive_int(const Value* v) {
   return std::nullopt;
 }
 
+// Three channel statistics (mean or std), from a list/tuple of numbers or a single number.
+std::vector<float> channel_stats(const Value* v, bool positive) {
+  std::vector<float> out;
+  auto number = [](const Value* x, double& r) {
+    if (x->is(ValueKind::kFloat)) r = x->real;
+    else if (x->is(ValueKind::kInt)) r = static_cast<double>(x->integer);
+    else return false;
+    return std::isfinite(r);
+  };
+  double r;
+  if (v == nullptr) return out;
+  if (v->is_sequence()) {
+    if (v->items.size() != 3) return out;
+    for (const Value* x : v->items) {
+      if (!number(x, r) || (positive && r <= 0)) return {};
+      out.push_back(static_cast<float>(r));
+    }
+  } else if (number(v, r) && (!positive || r > 0)) {
+    out.assign(3, static_cast<float>(r));
+  }
+  return out;
+}
+
 void fill_config(const pickle::Dict& d, CheckpointConfig& config) {
+  if (config.mean.empty()) config.mean = channel_stats(d.find("mean"), false);
+  if (config.std.empty()) config.std = channel_stats(d.find("std"), true);
   if (!config.architecture) {
     for (const char* key : {"architecture", "model_name", "arch"}) {
       const Value* v = d.find(key);
@@ -60,14 +88,16 @@ void fill_config(const pickle::Dict& d, CheckpointConfig& config) {
   if (!config.num_classes) config.num_classes = positive_int(d.find("num_classes"));
   if (!config.input_size) {
     const Value* v = d.find("input_size");
-    if (v != nullptr && v->is_sequence() && !v->items.empty()) v = v->items.back();  // [c, h, w] -> w
+    if (v != nullptr && v->is_sequence() && !v->items.empty())
+      v = v->items.back();  // [c, h, w] -> w
     config.input_size = positive_int(v);
   }
   if (config.class_names.empty()) {
     for (const char* key : {"class_names", "classes"}) {
       const Value* v = d.find(key);
       if (v == nullptr || !v->is_sequence() || v->items.empty()) continue;
-      if (!std::all_of(v->items.begin(), v->items.end(), [](const Value* x) { return x->is(ValueKind::kString); }))
+      if (!std::all_of(v->items.begin(), v->items.end(),
+                       [](const Value* x) { return x->is(ValueKind::kString); }))
         continue;
       for (const Value* x : v->items) config.class_names.push_back(x->text);
       break;
@@ -86,7 +116,8 @@ std::optional<int64_t> parse_positive(std::string_view s) {
 
 StateDictLocation find_state_dict(const pickle::Value* root) {
   if (root == nullptr || !root->is(ValueKind::kDict)) {
-    throw Error("the checkpoint holds a " + std::string(pickle::value_kind_name(root ? root->kind : ValueKind::kNone)) +
+    throw Error("the checkpoint holds a " +
+                    std::string(pickle::value_kind_name(root ? root->kind : ValueKind::kNone)) +
                     " (" + pickle::describe(root, 1) + "), not a dict of weights",
                 ErrorKind::kUnsupported)
         .hint("save the weights with torch.save(model.state_dict(), path)");
@@ -96,7 +127,8 @@ StateDictLocation find_state_dict(const pickle::Value* root) {
   for (const auto& [key, value] : root->dict->items()) {
     if (key->is(ValueKind::kString) && only_tensors(value)) return {value->dict.get(), key->text};
   }
-  throw Error("no tensors found in the checkpoint; its top-level object is " + pickle::describe(root, 1))
+  throw Error("no tensors found in the checkpoint; its top-level object is " +
+              pickle::describe(root, 1))
       .hint("save the weights with torch.save(model.state_dict(), path)");
 }
 
@@ -109,7 +141,8 @@ CheckpointConfig read_config(const pickle::Value* root) {
   return config;
 }
 
-CheckpointConfig config_from_metadata(const std::vector<std::pair<std::string, std::string>>& metadata) {
+CheckpointConfig config_from_metadata(
+    const std::vector<std::pair<std::string, std::string>>& metadata) {
   CheckpointConfig config;
   auto find = [&](std::string_view key) -> const std::string* {
     for (const auto& [k, v] : metadata) {
@@ -137,7 +170,8 @@ CheckpointConfig config_from_metadata(const std::vector<std::pair<std::string, s
     const std::string* v = find(key);
     if (v == nullptr) continue;
     nlohmann::json j = nlohmann::json::parse(*v, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_array() || j.empty() || !std::all_of(j.begin(), j.end(), [](const auto& x) { return x.is_string(); }))
+    if (!j.is_array() || j.empty() ||
+        !std::all_of(j.begin(), j.end(), [](const auto& x) { return x.is_string(); }))
       continue;
     for (const auto& x : j) config.class_names.push_back(x.template get<std::string>());
     break;

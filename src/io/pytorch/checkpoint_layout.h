@@ -14,8 +14,8 @@
 namespace modex::pytorch {
 
 // Keys that hold the weights in training checkpoints, in order of preference.
-inline constexpr const char* kStateDictKeys[] = {"model_state_dict", "state_dict", "model",
-                                                 "net",              "model_state", "weights"};
+inline constexpr const char* kStateDictKeys[] = {"model_state_dict", "state_dict", "model", "net",
+                                                 "model_state",      "weights"};
 
 struct StateDictLocation {
   const pickle::Dict* dict = nullptr;
@@ -33,7 +33,8 @@ CheckpointConfig read_config(const pickle::Value* root);
 
 // The same keys from a safetensors "__metadata__" map, where every value is a string
 // (class_names and input_size JSON-encoded).
-CheckpointConfig config_from_metadata(const std::vector<std::pair<std::string, std::string>>& metadata);
+CheckpointConfig config_from_metadata(
+    const std::vector<std::pair<std::string, std::string>>& metadata);
 
 // Removes "module." (DataParallel/DDP) and "_orig_mod." (torch.compile) while every key carries
 // one, recording each stripped prefix in order.

@@ -7,22 +7,38 @@ namespace modex::pickle {
 
 std::string_view value_kind_name(ValueKind kind) {
   switch (kind) {
-    case ValueKind::kNone: return "None";
-    case ValueKind::kBool: return "bool";
-    case ValueKind::kInt: return "int";
-    case ValueKind::kBigInt: return "int";
-    case ValueKind::kFloat: return "float";
-    case ValueKind::kString: return "str";
-    case ValueKind::kBytes: return "bytes";
-    case ValueKind::kList: return "list";
-    case ValueKind::kTuple: return "tuple";
-    case ValueKind::kDict: return "dict";
-    case ValueKind::kSet: return "set";
-    case ValueKind::kGlobal: return "global";
-    case ValueKind::kDType: return "torch.dtype";
-    case ValueKind::kStorage: return "storage";
-    case ValueKind::kTensor: return "tensor";
-    case ValueKind::kOpaque: return "object";
+    case ValueKind::kNone:
+      return "None";
+    case ValueKind::kBool:
+      return "bool";
+    case ValueKind::kInt:
+      return "int";
+    case ValueKind::kBigInt:
+      return "int";
+    case ValueKind::kFloat:
+      return "float";
+    case ValueKind::kString:
+      return "str";
+    case ValueKind::kBytes:
+      return "bytes";
+    case ValueKind::kList:
+      return "list";
+    case ValueKind::kTuple:
+      return "tuple";
+    case ValueKind::kDict:
+      return "dict";
+    case ValueKind::kSet:
+      return "set";
+    case ValueKind::kGlobal:
+      return "global";
+    case ValueKind::kDType:
+      return "torch.dtype";
+    case ValueKind::kStorage:
+      return "storage";
+    case ValueKind::kTensor:
+      return "tensor";
+    case ValueKind::kOpaque:
+      return "object";
   }
   return "?";
 }
@@ -87,21 +103,40 @@ void describe_into(const Value* v, int depth, std::string& out) {
     return;
   }
   switch (v->kind) {
-    case ValueKind::kNone: out += "None"; return;
-    case ValueKind::kBool: out += v->boolean ? "True" : "False"; return;
-    case ValueKind::kInt: out += std::to_string(v->integer); return;
-    case ValueKind::kBigInt: out += "<int of " + std::to_string(v->text.size()) + " bytes>"; return;
+    case ValueKind::kNone:
+      out += "None";
+      return;
+    case ValueKind::kBool:
+      out += v->boolean ? "True" : "False";
+      return;
+    case ValueKind::kInt:
+      out += std::to_string(v->integer);
+      return;
+    case ValueKind::kBigInt:
+      out += "<int of " + std::to_string(v->text.size()) + " bytes>";
+      return;
     case ValueKind::kFloat: {
       char buf[32];
-      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v->real);  // shortest round trip, like repr()
+      auto [end, ec] =
+          std::to_chars(buf, buf + sizeof buf, v->real);  // shortest round trip, like repr()
       out.append(buf, ec == std::errc() ? end : buf);
       return;
     }
-    case ValueKind::kString: out += quoted(v->text); return;
-    case ValueKind::kBytes: out += "b" + quoted(v->text); return;
-    case ValueKind::kGlobal: out += v->text; return;
-    case ValueKind::kOpaque: out += "<" + v->text + " object>"; return;
-    case ValueKind::kDType: out += "torch." + std::string(dtype_name(v->dtype)); return;
+    case ValueKind::kString:
+      out += quoted(v->text);
+      return;
+    case ValueKind::kBytes:
+      out += "b" + quoted(v->text);
+      return;
+    case ValueKind::kGlobal:
+      out += v->text;
+      return;
+    case ValueKind::kOpaque:
+      out += "<" + v->text + " object>";
+      return;
+    case ValueKind::kDType:
+      out += "torch." + std::string(dtype_name(v->dtype));
+      return;
     case ValueKind::kStorage:
       out += "<storage " + quoted(v->storage->key) + ">";
       return;
@@ -112,8 +147,12 @@ void describe_into(const Value* v, int depth, std::string& out) {
     case ValueKind::kList:
     case ValueKind::kTuple:
     case ValueKind::kSet: {
-      const char* open = v->kind == ValueKind::kList ? "[" : v->kind == ValueKind::kTuple ? "(" : "{";
-      const char* close = v->kind == ValueKind::kList ? "]" : v->kind == ValueKind::kTuple ? ")" : "}";
+      const char* open = v->kind == ValueKind::kList    ? "["
+                         : v->kind == ValueKind::kTuple ? "("
+                                                        : "{";
+      const char* close = v->kind == ValueKind::kList    ? "]"
+                          : v->kind == ValueKind::kTuple ? ")"
+                                                         : "}";
       out += open;
       if (depth <= 0 && !v->items.empty()) {
         out += "...";

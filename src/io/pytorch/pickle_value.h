@@ -25,11 +25,11 @@ namespace modex::pickle {
 enum class ValueKind : uint8_t {
   kNone,
   kBool,
-  kInt,      // fits in int64
-  kBigInt,   // an integer outside int64; `text` holds its little-endian two's complement bytes
+  kInt,     // fits in int64
+  kBigInt,  // an integer outside int64; `text` holds its little-endian two's complement bytes
   kFloat,
-  kString,   // UTF-8 in `text`
-  kBytes,    // raw bytes in `text` (bytes, bytearray)
+  kString,  // UTF-8 in `text`
+  kBytes,   // raw bytes in `text` (bytes, bytearray)
   kList,
   kTuple,
   kDict,     // dict and collections.OrderedDict
@@ -46,24 +46,24 @@ std::string_view value_kind_name(ValueKind kind);
 // The globals the unpickler accepts. Everything else is refused before any value is built.
 enum class Global : uint8_t {
   kOrderedDict,
-  kRebuildTensor,            // torch._utils._rebuild_tensor (v1, pre-1.x files)
-  kRebuildTensorV2,          // torch._utils._rebuild_tensor_v2
-  kRebuildTensorV3,          // torch._utils._rebuild_tensor_v3 (explicit dtype, untyped storage)
-  kRebuildParameter,         // torch._utils._rebuild_parameter
+  kRebuildTensor,     // torch._utils._rebuild_tensor (v1, pre-1.x files)
+  kRebuildTensorV2,   // torch._utils._rebuild_tensor_v2
+  kRebuildTensorV3,   // torch._utils._rebuild_tensor_v3 (explicit dtype, untyped storage)
+  kRebuildParameter,  // torch._utils._rebuild_parameter
   kRebuildParameterWithState,
-  kRebuildFromTypeV2,        // torch._tensor._rebuild_from_type_v2 (tensor subclasses)
-  kParameter,                // torch.nn.parameter.Parameter
-  kTensorClass,              // torch.Tensor (only as an argument of _rebuild_from_type_v2)
-  kStorageClass,             // torch.FloatStorage, torch.UntypedStorage, ... (see storage_dtype)
-  kSize,                     // torch.Size
-  kDevice,                   // torch.device
-  kCodecsEncode,             // _codecs.encode: how protocol 2 spells bytes
+  kRebuildFromTypeV2,  // torch._tensor._rebuild_from_type_v2 (tensor subclasses)
+  kParameter,          // torch.nn.parameter.Parameter
+  kTensorClass,        // torch.Tensor (only as an argument of _rebuild_from_type_v2)
+  kStorageClass,       // torch.FloatStorage, torch.UntypedStorage, ... (see storage_dtype)
+  kSize,               // torch.Size
+  kDevice,             // torch.device
+  kCodecsEncode,       // _codecs.encode: how protocol 2 spells bytes
   kSet,
   kFrozenSet,
   kSlice,
   kByteArray,
   kComplex,
-  kOpaqueClass,              // argparse.Namespace, numpy scalars/dtypes: accepted, never looked into
+  kOpaqueClass,  // argparse.Namespace, numpy scalars/dtypes: accepted, never looked into
 };
 
 // A storage class global: which element type its raw bytes hold.
@@ -91,7 +91,7 @@ class Dict {
 };
 
 struct StorageRef {
-  std::string key;       // the archive entry is data/<key>
+  std::string key;  // the archive entry is data/<key>
   StorageClass cls;
   std::string location;  // 'cpu', 'cuda:0', ...: ignored, everything loads to the CPU
   int64_t numel = 0;     // declared element count (bytes for untyped storages)

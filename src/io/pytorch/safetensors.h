@@ -19,7 +19,7 @@ namespace modex::safetensors {
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
 
 struct File {
-  StateDict weights;  // in header order
+  StateDict weights;                                          // in header order
   std::vector<std::pair<std::string, std::string>> metadata;  // "__metadata__", in header order
 };
 

@@ -30,14 +30,14 @@ class TorchArchive {
     const pickle::TensorRef* ref = nullptr;
   };
   // Contiguous little-endian tensors with their stored dtypes. Every storage the requests use is
-  // read once (tied weights share it) into one buffer allocated for all of them; tensors view it
-  // where the layout allows and are strided copies otherwise.
+  // read once into its own buffer (tied weights share it); tensors view it where the layout
+  // allows and are strided copies otherwise.
   std::vector<Tensor> materialize(const std::vector<TensorRequest>& requests);
 
  private:
   struct StorageSlot {
     const ZipArchive::Entry* entry = nullptr;
-    size_t offset = 0;            // in the shared buffer
+    std::shared_ptr<Buffer> bytes;
     size_t swapped_itemsize = 0;  // element size the big-endian bytes were swapped with
   };
 

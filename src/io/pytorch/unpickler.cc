@@ -10,9 +10,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/pytorch/untrusted_text.h"
 
 namespace modex::pickle {
 namespace {
+
+using pytorch::printable;
 
 // Opcode bytes, as named in CPython's pickletools.
 namespace op {
@@ -87,7 +90,6 @@ constexpr uint8_t kReadOnlyBuffer = 0x98;
 }  // namespace op
 
 constexpr int kHighestProtocol = 5;
-constexpr size_t kMaxShownName = 200;
 
 // ---------------------------------------------------------------------------------------------
 // The allowlist.
@@ -145,22 +147,24 @@ const GlobalTable& allowed_globals() {
     // they lived, and modex loads everything to the CPU anyway.
     for (const char* module : {"torch.", "torch.cuda."}) {
       for (const auto& [name, dtype] : storages)
-        t[std::string(module) + name] = AllowedGlobal{ValueKind::kGlobal, Global::kStorageClass, dtype};
+        t[std::string(module) + name] =
+            AllowedGlobal{ValueKind::kGlobal, Global::kStorageClass, dtype};
     }
-    for (const char* name : {"torch.UntypedStorage", "torch.storage.UntypedStorage",
-                             "torch.cuda.UntypedStorage"}) {
+    for (const char* name :
+         {"torch.UntypedStorage", "torch.storage.UntypedStorage", "torch.cuda.UntypedStorage"}) {
       t[name] = AllowedGlobal{ValueKind::kGlobal, Global::kStorageClass, DType::kUInt8, true};
     }
 
     const std::pair<const char*, DType> dtypes[] = {
-        {"float32", DType::kFloat32}, {"float64", DType::kFloat64}, {"float16", DType::kFloat16},
-        {"bfloat16", DType::kBFloat16}, {"int64", DType::kInt64},   {"int32", DType::kInt32},
-        {"int16", DType::kInt16},     {"int8", DType::kInt8},       {"uint8", DType::kUInt8},
-        {"bool", DType::kBool},       {"uint16", DType::kUInt16},   {"uint32", DType::kUInt32},
+        {"float32", DType::kFloat32},   {"float64", DType::kFloat64}, {"float16", DType::kFloat16},
+        {"bfloat16", DType::kBFloat16}, {"int64", DType::kInt64},     {"int32", DType::kInt32},
+        {"int16", DType::kInt16},       {"int8", DType::kInt8},       {"uint8", DType::kUInt8},
+        {"bool", DType::kBool},         {"uint16", DType::kUInt16},   {"uint32", DType::kUInt32},
         {"uint64", DType::kUInt64},
     };
     for (const auto& [name, dtype] : dtypes)
-      t[std::string("torch.") + name] = AllowedGlobal{ValueKind::kDType, Global::kOpaqueClass, dtype};
+      t[std::string("torch.") + name] =
+          AllowedGlobal{ValueKind::kDType, Global::kOpaqueClass, dtype};
     return t;
   }();
   return table;
@@ -202,28 +206,11 @@ std::optional<std::string_view> unsupported_torch_global(const std::string& name
   return it->second;
 }
 
-// A name from the file, made safe to print.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < kMaxShownName; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > kMaxShownName) out += "...";
-  return out;
-}
-
 // A refused global that looks like a class (rather than a function such as os.system) is most
 // likely a whole pickled model, the one unsafe thing people save by accident.
 bool looks_like_a_class(std::string_view module, std::string_view name) {
-  if (module == "__main__" || module.starts_with("torch.nn.modules") || module.starts_with("torchvision.models") ||
-      module.starts_with("timm.models"))
+  if (module == "__main__" || module.starts_with("torch.nn.modules") ||
+      module.starts_with("torchvision.models") || module.starts_with("timm.models"))
     return true;
   size_t dot = name.rfind('.');
   std::string_view last = dot == std::string_view::npos ? name : name.substr(dot + 1);
@@ -302,7 +289,8 @@ class Machine {
 
  private:
   // --- errors ---
-  [[noreturn]] void fail(const std::string& message, ErrorKind kind = ErrorKind::kInvalidInput) const {
+  [[noreturn]] void fail(const std::string& message,
+                         ErrorKind kind = ErrorKind::kInvalidInput) const {
     throw Error(name_ + " at byte " + std::to_string(op_start_) + ": " + message, kind);
   }
 
@@ -384,7 +372,8 @@ class Machine {
   // Items below the innermost MARK belong to an enclosing frame, as in CPython's metastack.
   size_t base() const { return marks_.empty() ? 0 : marks_.back(); }
   void push(Value* v) {
-    if (stack_.size() >= limits_.max_values) fail("stack grows beyond " + std::to_string(limits_.max_values));
+    if (stack_.size() >= limits_.max_values)
+      fail("stack grows beyond " + std::to_string(limits_.max_values));
     stack_.push_back(v);
   }
   Value* pop() {
@@ -560,7 +549,8 @@ void Machine::step(uint8_t code) {
       push(make_text(ValueKind::kString, read_bytes(read_le(4, "BINUNICODE"), "BINUNICODE")));
       return;
     case op::kShortBinUnicode:
-      push(make_text(ValueKind::kString, read_bytes(read_le(1, "SHORT_BINUNICODE"), "SHORT_BINUNICODE")));
+      push(make_text(ValueKind::kString,
+                     read_bytes(read_le(1, "SHORT_BINUNICODE"), "SHORT_BINUNICODE")));
       return;
     case op::kBinUnicode8:
       push(make_text(ValueKind::kString, read_bytes(read_le(8, "BINUNICODE8"), "BINUNICODE8")));
@@ -572,11 +562,13 @@ void Machine::step(uint8_t code) {
       return;
     }
     case op::kShortBinString:
-      push(make_text(ValueKind::kString, read_bytes(read_le(1, "SHORT_BINSTRING"), "SHORT_BINSTRING")));
+      push(make_text(ValueKind::kString,
+                     read_bytes(read_le(1, "SHORT_BINSTRING"), "SHORT_BINSTRING")));
       return;
     case op::kString: {
       std::string_view line = read_line("STRING");
-      if (line.size() < 2 || line.front() != line.back() || (line.front() != '\'' && line.front() != '"'))
+      if (line.size() < 2 || line.front() != line.back() ||
+          (line.front() != '\'' && line.front() != '"'))
         fail("the STRING opcode argument must be quoted");
       push(make_text(ValueKind::kString, decode_escaped_string(line.substr(1, line.size() - 2))));
       return;
@@ -588,7 +580,8 @@ void Machine::step(uint8_t code) {
       push(make_text(ValueKind::kBytes, read_bytes(read_le(4, "BINBYTES"), "BINBYTES")));
       return;
     case op::kShortBinBytes:
-      push(make_text(ValueKind::kBytes, read_bytes(read_le(1, "SHORT_BINBYTES"), "SHORT_BINBYTES")));
+      push(
+          make_text(ValueKind::kBytes, read_bytes(read_le(1, "SHORT_BINBYTES"), "SHORT_BINBYTES")));
       return;
     case op::kBinBytes8:
       push(make_text(ValueKind::kBytes, read_bytes(read_le(8, "BINBYTES8"), "BINBYTES8")));
@@ -628,14 +621,16 @@ void Machine::step(uint8_t code) {
     case op::kAppend: {
       Value* item = pop();
       Value* list = top();
-      if (!list->is(ValueKind::kList)) fail("APPEND to a " + std::string(value_kind_name(list->kind)));
+      if (!list->is(ValueKind::kList))
+        fail("APPEND to a " + std::string(value_kind_name(list->kind)));
       list->items.push_back(item);
       return;
     }
     case op::kAppends: {
       std::vector<Value*> items = pop_mark();
       Value* list = top();
-      if (!list->is(ValueKind::kList)) fail("APPENDS to a " + std::string(value_kind_name(list->kind)));
+      if (!list->is(ValueKind::kList))
+        fail("APPENDS to a " + std::string(value_kind_name(list->kind)));
       list->items.insert(list->items.end(), items.begin(), items.end());
       return;
     }
@@ -724,7 +719,8 @@ void Machine::step(uint8_t code) {
       Value* name = pop();
       Value* module = pop();
       if (!module->is(ValueKind::kString) || !name->is(ValueKind::kString))
-        fail("STACK_GLOBAL needs two strings, got " + describe(module, 1) + " and " + describe(name, 1));
+        fail("STACK_GLOBAL needs two strings, got " + describe(module, 1) + " and " +
+             describe(name, 1));
       push(resolve_global(module->text, name->text));
       return;
     }
@@ -740,7 +736,8 @@ void Machine::step(uint8_t code) {
       std::vector<Value*> items = pop_mark();
       if (items.empty()) fail("OBJ without a class");
       Value* cls = items.front();
-      Value* args = make_sequence(ValueKind::kTuple, std::vector<Value*>(items.begin() + 1, items.end()));
+      Value* args =
+          make_sequence(ValueKind::kTuple, std::vector<Value*>(items.begin() + 1, items.end()));
       push(call(cls, args, false));
       return;
     }
@@ -771,7 +768,8 @@ void Machine::step(uint8_t code) {
       // BUILD sets attributes: an OrderedDict's `_metadata`, a Parameter's extra state, an
       // argparse.Namespace's fields. None of it matters to modex, so the state is dropped.
       (void)state;
-      if (!inst->is(ValueKind::kDict) && !inst->is(ValueKind::kTensor) && !inst->is(ValueKind::kOpaque))
+      if (!inst->is(ValueKind::kDict) && !inst->is(ValueKind::kTensor) &&
+          !inst->is(ValueKind::kOpaque))
         fail("BUILD on a " + std::string(value_kind_name(inst->kind)) + " is not supported");
       return;
     }
@@ -783,9 +781,10 @@ void Machine::step(uint8_t code) {
     case op::kExt1:
     case op::kExt2:
     case op::kExt4:
-      fail("refusing to load: the pickle names a global through the copyreg extension registry "
-           "(EXT opcodes), which torch.save never does",
-           ErrorKind::kUnsafe);
+      fail(
+          "refusing to load: the pickle names a global through the copyreg extension registry "
+          "(EXT opcodes), which torch.save never does",
+          ErrorKind::kUnsafe);
     default: {
       char buf[8];
       std::snprintf(buf, sizeof buf, "0x%02x", code);
@@ -821,7 +820,8 @@ Value* Machine::parse_text_int(std::string_view line, bool long_form) {
   int64_t v = 0;
   auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), v);
   if (ec == std::errc::result_out_of_range)
-    fail("integer literal '" + printable(line) + "' does not fit in 64 bits", ErrorKind::kUnsupported);
+    fail("integer literal '" + printable(line) + "' does not fit in 64 bits",
+         ErrorKind::kUnsupported);
   if (ec != std::errc() || end != line.data() + line.size() || line.empty())
     fail("'" + printable(line) + "' is not an integer");
   return make_int(v);
@@ -850,17 +850,38 @@ std::string Machine::decode_escaped_string(std::string_view body) {
     if (++i == body.size()) fail("STRING ends with a lone backslash");
     char e = body[i];
     switch (e) {
-      case '\n': break;
-      case '\\': out += '\\'; break;
-      case '\'': out += '\''; break;
-      case '"': out += '"'; break;
-      case 'a': out += '\a'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case 't': out += '\t'; break;
-      case 'v': out += '\v'; break;
+      case '\n':
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'v':
+        out += '\v';
+        break;
       case 'x': {
         int hi = i + 1 < body.size() ? hex_digit(body[i + 1]) : -1;
         int lo = i + 2 < body.size() ? hex_digit(body[i + 2]) : -1;
@@ -872,7 +893,8 @@ std::string Machine::decode_escaped_string(std::string_view body) {
       default:
         if (e >= '0' && e <= '7') {
           int v = e - '0';
-          for (int k = 0; k < 2 && i + 1 < body.size() && body[i + 1] >= '0' && body[i + 1] <= '7'; ++k)
+          for (int k = 0; k < 2 && i + 1 < body.size() && body[i + 1] >= '0' && body[i + 1] <= '7';
+               ++k)
             v = v * 8 + (body[++i] - '0');
           out += static_cast<char>(v & 0xff);
         } else {
@@ -931,7 +953,8 @@ Value* Machine::resolve_global(std::string_view module_in, std::string_view name
     return v;
   }
   if (auto what = unsupported_torch_global(full))
-    fail("the checkpoint uses '" + full + "' (" + std::string(*what) + "), which modex does not support",
+    fail("the checkpoint uses '" + full + "' (" + std::string(*what) +
+             "), which modex does not support",
          ErrorKind::kUnsupported);
 
   Error e(name_ + " at byte " + std::to_string(op_start_) +
@@ -940,21 +963,24 @@ Value* Machine::resolve_global(std::string_view module_in, std::string_view name
               "runs code is never executed)",
           ErrorKind::kUnsafe);
   if (looks_like_a_class(module, name)) {
-    e.hint("this looks like a pickled Python object such as a whole model saved with "
-           "torch.save(model); save only the weights instead: torch.save(model.state_dict(), path)");
+    e.hint(
+        "this looks like a pickled Python object such as a whole model saved with "
+        "torch.save(model); save only the weights instead: torch.save(model.state_dict(), path)");
   }
   throw e;
 }
 
 Dims Machine::int_tuple(const Value* v, const char* what) {
-  if (!v->is_sequence()) fail(std::string(what) + " must be a tuple of ints, got " + describe(v, 1));
+  if (!v->is_sequence())
+    fail(std::string(what) + " must be a tuple of ints, got " + describe(v, 1));
   if (v->items.size() > limits_.max_rank)
     fail(std::string(what) + " has " + std::to_string(v->items.size()) + " dimensions (at most " +
          std::to_string(limits_.max_rank) + " supported)");
   Dims dims;
   dims.reserve(v->items.size());
   for (const Value* item : v->items) {
-    if (!item->is(ValueKind::kInt)) fail(std::string(what) + " must be a tuple of ints, got " + describe(v, 1));
+    if (!item->is(ValueKind::kInt))
+      fail(std::string(what) + " must be a tuple of ints, got " + describe(v, 1));
     dims.push_back(item->integer);
   }
   return dims;
@@ -962,7 +988,8 @@ Dims Machine::int_tuple(const Value* v, const char* what) {
 
 std::string Machine::encode_text(const Value* s, const Value* encoding, const char* what) {
   if (!s->is(ValueKind::kString) || !encoding->is(ValueKind::kString))
-    fail(std::string(what) + " expects (str, encoding), got " + describe(s, 1) + ", " + describe(encoding, 1));
+    fail(std::string(what) + " expects (str, encoding), got " + describe(s, 1) + ", " +
+         describe(encoding, 1));
   const std::string& enc = encoding->text;
   if (enc == "utf-8" || enc == "utf8" || enc == "UTF-8") return s->text;
   uint32_t limit;
@@ -971,7 +998,8 @@ std::string Machine::encode_text(const Value* s, const Value* encoding, const ch
   } else if (enc == "ascii") {
     limit = 0x80;
   } else {
-    fail(std::string(what) + " with encoding '" + printable(enc) + "' is not supported", ErrorKind::kUnsupported);
+    fail(std::string(what) + " with encoding '" + printable(enc) + "' is not supported",
+         ErrorKind::kUnsupported);
   }
   // The text is valid UTF-8 (checked when it was read); map each code point to one byte.
   std::string out;
@@ -989,7 +1017,8 @@ std::string Machine::encode_text(const Value* s, const Value* encoding, const ch
       cp = limit;  // three- and four-byte sequences are beyond Latin-1
       i += (c & 0xf0) == 0xe0 ? 3 : 4;
     }
-    if (cp >= limit) fail(std::string(what) + ": character outside the '" + enc + "' range");
+    if (cp >= limit)
+      fail(std::string(what) + ": character outside the '" + printable(enc) + "' range");
     out += static_cast<char>(cp);
   }
   return out;
@@ -998,13 +1027,16 @@ std::string Machine::encode_text(const Value* s, const Value* encoding, const ch
 Value* Machine::call(Value* callable, Value* args, bool newobj) {
   const char* opname = newobj ? "NEWOBJ" : "REDUCE";
   if (!callable->is(ValueKind::kGlobal))
-    fail(std::string(opname) + " on " + describe(callable, 1) + ", which is not an allowlisted callable");
-  if (!args->is(ValueKind::kTuple)) fail(std::string(opname) + " arguments must be a tuple, got " + describe(args, 1));
+    fail(std::string(opname) + " on " + describe(callable, 1) +
+         ", which is not an allowlisted callable");
+  if (!args->is(ValueKind::kTuple))
+    fail(std::string(opname) + " arguments must be a tuple, got " + describe(args, 1));
   const std::vector<Value*>& a = args->items;
   const std::string& fname = callable->text;
   auto arity = [&](size_t lo, size_t hi) {
     if (a.size() < lo || a.size() > hi)
-      fail(fname + " takes " + (lo == hi ? std::to_string(lo) : std::to_string(lo) + " to " + std::to_string(hi)) +
+      fail(fname + " takes " +
+           (lo == hi ? std::to_string(lo) : std::to_string(lo) + " to " + std::to_string(hi)) +
            " arguments, got " + std::to_string(a.size()));
   };
 
@@ -1014,12 +1046,14 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
       arity(0, 1);
       Value* d = make_dict();
       if (!newobj && a.size() == 1) {
-        if (!a[0]->is_sequence()) fail("OrderedDict expects a list of pairs, got " + describe(a[0], 1));
+        if (!a[0]->is_sequence())
+          fail("OrderedDict expects a list of pairs, got " + describe(a[0], 1));
         for (Value* pair : a[0]->items) {
           if (!pair->is_sequence() || pair->items.size() != 2)
             fail("OrderedDict expects a list of pairs, got " + describe(pair, 1));
           if (pair->items[0]->is(ValueKind::kList) || pair->items[0]->is(ValueKind::kDict))
-            fail("unhashable dict key of type " + std::string(value_kind_name(pair->items[0]->kind)));
+            fail("unhashable dict key of type " +
+                 std::string(value_kind_name(pair->items[0]->kind)));
           d->dict->set(pair->items[0], pair->items[1]);
         }
       }
@@ -1036,7 +1070,8 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
       if (callable->global == Global::kRebuildParameterWithState) arity(4, 4);
       if (callable->global == Global::kParameter) arity(1, 2);
       // A Parameter is its data plus requires_grad, which inference does not need.
-      if (!a[0]->is(ValueKind::kTensor)) fail(fname + " expects a tensor, got " + describe(a[0], 1));
+      if (!a[0]->is(ValueKind::kTensor))
+        fail(fname + " expects a tensor, got " + describe(a[0], 1));
       return a[0];
     }
     case Global::kRebuildFromTypeV2: {
@@ -1048,7 +1083,8 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
         fail(fname + " expects a tensor rebuild function, got " + describe(func, 1));
       if (!new_type->is(ValueKind::kGlobal) ||
           (new_type->global != Global::kTensorClass && new_type->global != Global::kParameter))
-        fail(fname + " of type " + describe(new_type, 1) + " is not supported", ErrorKind::kUnsupported);
+        fail(fname + " of type " + describe(new_type, 1) + " is not supported",
+             ErrorKind::kUnsupported);
       Value* result = call(func, a[2], false);
       if (!result->is(ValueKind::kTensor)) fail(fname + " did not produce a tensor");
       return result;
@@ -1061,10 +1097,12 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
     }
     case Global::kDevice: {
       arity(1, 2);
-      if (!a[0]->is(ValueKind::kString)) fail("torch.device expects a string, got " + describe(a[0], 1));
+      if (!a[0]->is(ValueKind::kString))
+        fail("torch.device expects a string, got " + describe(a[0], 1));
       std::string dev = a[0]->text;
       if (a.size() == 2) {
-        if (!a[1]->is(ValueKind::kInt)) fail("torch.device index must be an int, got " + describe(a[1], 1));
+        if (!a[1]->is(ValueKind::kInt))
+          fail("torch.device index must be an int, got " + describe(a[1], 1));
         dev += ":" + std::to_string(a[1]->integer);
       }
       return make_text(ValueKind::kString, dev);
@@ -1077,7 +1115,8 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
     case Global::kFrozenSet: {
       arity(0, 1);
       // set.__new__ ignores its argument (set.__init__ fills it), frozenset.__new__ does not.
-      if (a.empty() || (newobj && callable->global == Global::kSet)) return make_sequence(ValueKind::kSet, {});
+      if (a.empty() || (newobj && callable->global == Global::kSet))
+        return make_sequence(ValueKind::kSet, {});
       if (!a[0]->is_sequence() && !a[0]->is(ValueKind::kSet))
         fail(fname + " expects a list, tuple or set, got " + describe(a[0], 1));
       return make_sequence(ValueKind::kSet, a[0]->items);
@@ -1085,7 +1124,8 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
     case Global::kByteArray: {
       arity(0, 3);
       if (a.empty() || newobj) return make_text(ValueKind::kBytes, "");
-      if (a.size() == 1 && a[0]->is(ValueKind::kBytes)) return make_text(ValueKind::kBytes, a[0]->text);
+      if (a.size() == 1 && a[0]->is(ValueKind::kBytes))
+        return make_text(ValueKind::kBytes, a[0]->text);
       // bytearray(n) would allocate n bytes on the word of the file: not accepted.
       if (a.size() >= 2) return make_text(ValueKind::kBytes, encode_text(a[0], a[1], "bytearray"));
       fail("bytearray expects bytes or (str, encoding), got " + describe(args, 1));
@@ -1107,8 +1147,8 @@ Value* Machine::call(Value* callable, Value* args, bool newobj) {
 
 Value* Machine::persistent_load(Value* pid) {
   // torch.save: ('storage', storage_class, key, location, numel)
-  if (!pid->is(ValueKind::kTuple) || pid->items.size() != 5 || !pid->items[0]->is(ValueKind::kString) ||
-      pid->items[0]->text != "storage")
+  if (!pid->is(ValueKind::kTuple) || pid->items.size() != 5 ||
+      !pid->items[0]->is(ValueKind::kString) || pid->items[0]->text != "storage")
     fail("persistent id must be ('storage', class, key, location, numel), got " + describe(pid, 2));
   const Value* cls = pid->items[1];
   const Value* key = pid->items[2];
@@ -1116,19 +1156,22 @@ Value* Machine::persistent_load(Value* pid) {
   const Value* numel = pid->items[4];
   if (!cls->is(ValueKind::kGlobal) || cls->global != Global::kStorageClass)
     fail("persistent id names " + describe(cls, 1) + " where a storage class was expected");
-  if (!key->is(ValueKind::kString) || !location->is(ValueKind::kString) || !numel->is(ValueKind::kInt))
+  if (!key->is(ValueKind::kString) || !location->is(ValueKind::kString) ||
+      !numel->is(ValueKind::kInt))
     fail("persistent id must be ('storage', class, key, location, numel), got " + describe(pid, 2));
   if (numel->integer < 0) fail("storage '" + printable(key->text) + "' has a negative size");
   size_t itemsize = cls->storage_class.untyped ? 1 : dtype_size(cls->storage_class.dtype);
   if (static_cast<uint64_t>(numel->integer) > std::numeric_limits<uint64_t>::max() / 2 / itemsize)
-    fail("storage '" + printable(key->text) + "' declares an impossible size " + std::to_string(numel->integer));
+    fail("storage '" + printable(key->text) + "' declares an impossible size " +
+         std::to_string(numel->integer));
 
   auto it = storages_.find(key->text);
   if (it != storages_.end()) {
     const StorageRef& s = *it->second->storage;
     if (s.cls.untyped != cls->storage_class.untyped || s.cls.dtype != cls->storage_class.dtype ||
         s.numel != numel->integer)
-      fail("storage '" + printable(key->text) + "' is declared twice with different types or sizes");
+      fail("storage '" + printable(key->text) +
+           "' is declared twice with different types or sizes");
     return it->second;
   }
   Value* v = make(ValueKind::kStorage);
@@ -1151,11 +1194,14 @@ Value* Machine::rebuild_tensor(Global which, const std::vector<Value*>& a) {
   size_t lo = which == Global::kRebuildTensor ? 4 : which == Global::kRebuildTensorV2 ? 6 : 7;
   size_t hi = which == Global::kRebuildTensor ? 4 : lo + 1;
   if (a.size() < lo || a.size() > hi)
-    fail(std::string(fname) + " takes " + std::to_string(lo) + (lo == hi ? "" : " or " + std::to_string(hi)) +
-         " arguments, got " + std::to_string(a.size()));
-  if (!a[0]->is(ValueKind::kStorage)) fail(std::string(fname) + ": first argument must be a storage, got " + describe(a[0], 1));
+    fail(std::string(fname) + " takes " + std::to_string(lo) +
+         (lo == hi ? "" : " or " + std::to_string(hi)) + " arguments, got " +
+         std::to_string(a.size()));
+  if (!a[0]->is(ValueKind::kStorage))
+    fail(std::string(fname) + ": first argument must be a storage, got " + describe(a[0], 1));
   if (!a[1]->is(ValueKind::kInt) || a[1]->integer < 0)
-    fail(std::string(fname) + ": storage offset must be a non-negative int, got " + describe(a[1], 1));
+    fail(std::string(fname) + ": storage offset must be a non-negative int, got " +
+         describe(a[1], 1));
   const StorageRef& storage = *a[0]->storage;
 
   auto t = std::make_unique<TensorRef>();
@@ -1164,20 +1210,24 @@ Value* Machine::rebuild_tensor(Global which, const std::vector<Value*>& a) {
   t->size = int_tuple(a[2], "tensor size");
   t->stride = int_tuple(a[3], "tensor stride");
   if (t->size.size() != t->stride.size())
-    fail("tensor size " + dims_to_string(t->size) + " and stride " + dims_to_string(t->stride) + " differ in rank");
+    fail("tensor size " + dims_to_string(t->size) + " and stride " + dims_to_string(t->stride) +
+         " differ in rank");
   for (size_t i = 0; i < t->size.size(); ++i) {
     if (t->size[i] < 0 || t->stride[i] < 0)
-      fail("tensor size " + dims_to_string(t->size) + " / stride " + dims_to_string(t->stride) + " must be non-negative");
+      fail("tensor size " + dims_to_string(t->size) + " / stride " + dims_to_string(t->stride) +
+           " must be non-negative");
   }
 
   // The dtype: the storage's, or for v3 the explicit one (its storage is untyped bytes).
   t->dtype = storage.cls.dtype;
   if (which == Global::kRebuildTensorV3) {
-    if (!a[6]->is(ValueKind::kDType)) fail("_rebuild_tensor_v3: dtype argument must be a torch.dtype, got " + describe(a[6], 1));
+    if (!a[6]->is(ValueKind::kDType))
+      fail("_rebuild_tensor_v3: dtype argument must be a torch.dtype, got " + describe(a[6], 1));
     t->dtype = a[6]->dtype;
     if (!storage.cls.untyped && storage.cls.dtype != t->dtype)
-      fail("_rebuild_tensor_v3: dtype " + std::string(dtype_name(t->dtype)) + " does not match storage '" +
-           printable(storage.key) + "' of " + std::string(dtype_name(storage.cls.dtype)));
+      fail("_rebuild_tensor_v3: dtype " + std::string(dtype_name(t->dtype)) +
+           " does not match storage '" + printable(storage.key) + "' of " +
+           std::string(dtype_name(storage.cls.dtype)));
   }
   int64_t capacity = storage.numel;
   if (storage.cls.untyped) capacity /= static_cast<int64_t>(dtype_size(t->dtype));
@@ -1193,13 +1243,15 @@ Value* Machine::rebuild_tensor(Global which, const std::vector<Value*>& a) {
     int64_t last = t->offset;
     for (size_t i = 0; i < t->size.size(); ++i) {
       int64_t term;
-      if (__builtin_mul_overflow(t->size[i] - 1, t->stride[i], &term) || __builtin_add_overflow(last, term, &last))
-        fail("tensor size " + dims_to_string(t->size) + " / stride " + dims_to_string(t->stride) + " overflows");
+      if (__builtin_mul_overflow(t->size[i] - 1, t->stride[i], &term) ||
+          __builtin_add_overflow(last, term, &last))
+        fail("tensor size " + dims_to_string(t->size) + " / stride " + dims_to_string(t->stride) +
+             " overflows");
     }
     if (last >= capacity)
-      fail("tensor of size " + dims_to_string(t->size) + ", stride " + dims_to_string(t->stride) + " at offset " +
-           std::to_string(t->offset) + " reaches element " + std::to_string(last) + " but storage '" +
-           printable(storage.key) + "' holds " + std::to_string(capacity));
+      fail("tensor of size " + dims_to_string(t->size) + ", stride " + dims_to_string(t->stride) +
+           " at offset " + std::to_string(t->offset) + " reaches element " + std::to_string(last) +
+           " but storage '" + printable(storage.key) + "' holds " + std::to_string(capacity));
   }
   Value* v = make(ValueKind::kTensor);
   v->tensor = std::move(t);
@@ -1208,7 +1260,8 @@ Value* Machine::rebuild_tensor(Global which, const std::vector<Value*>& a) {
 
 }  // namespace
 
-Unpickled unpickle(std::span<const uint8_t> bytes, std::string_view name, const UnpickleLimits& limits) {
+Unpickled unpickle(std::span<const uint8_t> bytes, std::string_view name,
+                   const UnpickleLimits& limits) {
   return Machine(bytes, name, limits).run();
 }
 

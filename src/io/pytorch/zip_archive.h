@@ -22,10 +22,10 @@ class ZipArchive {
  public:
   struct Entry {
     std::string name;
-    uint64_t size = 0;             // uncompressed
+    uint64_t size = 0;  // uncompressed
     uint64_t compressed_size = 0;
-    uint16_t method = 0;           // 0 = stored
-    uint64_t index = 0;            // libzip's index
+    uint16_t method = 0;  // 0 = stored
+    uint64_t index = 0;   // libzip's index
   };
 
   // `data` is borrowed and must outlive the archive.
