@@ -19,20 +19,26 @@ int run_cli(int argc, char** argv) {
   ExportOptions ex;
   auto* exp = app.add_subcommand("export", "Export a checkpoint to ONNX");
   exp->add_option("--checkpoint", ex.checkpoint, "PyTorch checkpoint (.pth/.pt) or .safetensors")->required();
-  exp->add_option("--format", ex.format, "onnx | tflite | both")->capture_default_str();
-  exp->add_option("--quantize", ex.quantize, "none | float16 | int8 | dynamic")->capture_default_str();
+  exp->add_option("--format", ex.format, "onnx | tflite | both")
+      ->check(CLI::IsMember({"onnx", "tflite", "both"}))
+      ->capture_default_str();
+  exp->add_option("--quantize", ex.quantize, "none | float16 | int8 | dynamic")
+      ->check(CLI::IsMember({"none", "float16", "int8", "dynamic"}))
+      ->capture_default_str();
   exp->add_option("--output-dir", ex.output_dir, "Directory for the exported files")->capture_default_str();
   exp->add_option("--name", ex.name, "Output file stem (default: the checkpoint's stem)");
   exp->add_option("--arch", ex.arch, "Architecture (default: detected from the weights)");
   exp->add_option("--num-classes", ex.num_classes, "Number of classes (default: from the classifier weights)");
   exp->add_option("--input-size", ex.input_size, "Square input size used for validation and --static (default: config or architecture)");
-  exp->add_option("--opset", ex.opset, "ONNX opset, 11-17")->capture_default_str();
+  exp->add_option("--opset", ex.opset, "ONNX opset, 11-17")->check(CLI::Range(11, 17))->capture_default_str();
   exp->add_flag("--static", ex.static_shapes, "Fixed input shape [1,3,S,S] instead of dynamic batch/height/width");
   exp->add_option("--dataset-dir", ex.dataset_dir, "Representative images for int8 calibration");
-  exp->add_option("--dataset-type", ex.dataset_type, "classification | detection")->capture_default_str();
+  exp->add_option("--dataset-type", ex.dataset_type, "classification | detection")
+      ->check(CLI::IsMember({"classification", "detection", "auto"}))
+      ->capture_default_str();
   exp->add_option("--num-calib-samples", ex.num_calib_samples, "Calibration images for int8")->capture_default_str();
   exp->add_option("--calibration-dir", ex.calibration_dir, "A flat folder of calibration images");
-  exp->add_option("--device", ex.device, "cpu")->capture_default_str();
+  exp->add_option("--device", ex.device, "cpu")->check(CLI::IsMember({"cpu"}))->capture_default_str();
   exp->add_flag("--json", ex.json, "Print a JSON summary");
   exp->add_flag("-v,--verbose", ex.verbose, "Print stage timings");
   exp->callback([&] { run_export(ex); });

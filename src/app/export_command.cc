@@ -132,7 +132,9 @@ void run_export(const ExportOptions& o) {
   std::vector<ExportedFile> written;
 
   Json sidecar = meta;
-  sidecar["wrapper"] = built.wrapper ? Json{{"backbone_prefix", built.wrapper->backbone_prefix}, {"head", built.wrapper->head}}
+  // A whole model under one prefix (e.g. Lightning's "model.") has no separate head: null.
+  sidecar["wrapper"] = built.wrapper ? Json{{"backbone_prefix", built.wrapper->backbone_prefix},
+                                            {"head", built.wrapper->head.empty() ? Json(nullptr) : Json(built.wrapper->head)}}
                                      : Json(nullptr);
   sidecar["checkpoint"] = {{"format", ckpt.format}, {"state_dict_key", ckpt.state_dict_key},
                            {"stripped_prefixes", ckpt.stripped_prefixes}};

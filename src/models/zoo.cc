@@ -271,17 +271,57 @@ std::optional<WrapperInfo> wrapper_of(const Candidate& c) {
   return WrapperInfo{c.layout.prefix, c.layout.head};
 }
 
+// `self.backbone = efficientnet_b0().features` stores the feature extractor's keys without the
+// `features.` level (`backbone.0.0.weight`). Seen through a view that puts `features.` back
+// (`backbone.features.0.0.weight`), such a state dict is the ordinary backbone + head layout.
+// Returns nullopt when no key looks like such a stem (a 3-input-channel `P.0.0.weight`).
+std::optional<StateDict> features_alias(const StateDict& w) {
+  std::string prefix;
+  for (const auto& [key, tensor] : w.entries()) {
+    if (!key.ends_with(".0.0.weight") || tensor.rank() != 4 || tensor.dim(1) != 3) continue;
+    std::string p = key.substr(0, key.size() - std::string_view("0.0.weight").size());
+    if (p.ends_with("features.")) continue;  // already the torchvision layout
+    prefix = p;
+    break;
+  }
+  if (prefix.empty()) return std::nullopt;
+  StateDict alias;
+  for (const auto& [key, tensor] : w.entries())
+    alias.insert(key.starts_with(prefix) ? prefix + "features." + key.substr(prefix.size()) : key, tensor);
+  return alias;
+}
+
+// Detection on the state dict as it is, then (when nothing matches) on its features alias.
+// Returns the candidate and the state dict it refers to.
+std::pair<Candidate, const StateDict*> select_with_alias(const StateDict& w, std::optional<StateDict>& alias,
+                                                         const BuildOptions& options) {
+  try {
+    return {select_candidate(w, options), &w};
+  } catch (const Error& original) {
+    if (original.kind() != ErrorKind::kUnsupported) throw;
+    alias = features_alias(w);
+    if (!alias) throw;
+    try {
+      return {select_candidate(*alias, options), &*alias};
+    } catch (const Error&) {
+      throw original;
+    }
+  }
+}
+
 }  // namespace
 
 Detection detect_architecture(const StateDict& weights, const BuildOptions& options) {
-  Candidate c = select_candidate(weights, options);
+  std::optional<StateDict> alias;
+  Candidate c = select_with_alias(weights, alias, options).first;
   return {c.arch->name, c.layout.num_classes, wrapper_of(c)};
 }
 
 BuiltModel build_model(const StateDict& weights, const BuildOptions& options) {
-  Candidate c = select_candidate(weights, options);
+  std::optional<StateDict> alias;
+  auto [c, dict] = select_with_alias(weights, alias, options);
   BuiltModel m;
-  NetBuilder b(weights, &m.graph);
+  NetBuilder b(*dict, &m.graph);
   NetValue logits = walk(b, c);
   b.finish();
   m.graph.add_output(logits.id);
