@@ -4,6 +4,7 @@
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 #include <onnx/shape_inference/implementation.h>
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 
 #include <cstring>
@@ -424,9 +425,16 @@ size_t write_onnx_to(ir::Graph& g, AtomicFile& file, const OnnxWriteOptions& opt
   size_t size = model.ByteSizeLong();
   if (size > static_cast<size_t>(INT32_MAX))
     throw Error("the model is larger than 2 GB, which ONNX protobuf files cannot hold", ErrorKind::kUnsupported);
-  // 256 KB blocks: the default 8 KB makes thousands of write calls for a 100 MB model.
+  // Aliasing lets the weight bytes go to write() straight from the proto, instead of being copied
+  // through the stream's buffer in 8 KB pieces (12,000 write calls for a 100 MB model).
   google::protobuf::io::FileOutputStream out(file.fd(), 256 << 10);
-  if (!model.SerializeToZeroCopyStream(&out) || !out.Flush()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+  {
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.EnableAliasing(true);
+    model.SerializeWithCachedSizes(&coded);  // sizes were cached by ByteSizeLong() above
+    if (coded.HadError()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+  }
+  if (!out.Flush()) throw Error("cannot write ONNX file", ErrorKind::kIo);
   return size;
 }
 
