@@ -4,12 +4,13 @@
 #include "io/onnx/onnx_reader.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -33,7 +34,8 @@ using test::TP;
 constexpr float kInfF = std::numeric_limits<float>::infinity();
 
 // The Error an import raises, checked for its kind and the file label.
-Error import_error(const OnnxModel& m, ErrorKind kind, const onnx_io::OnnxImportOptions& options = {}) {
+Error import_error(const OnnxModel& m, ErrorKind kind,
+                   const onnx_io::OnnxImportOptions& options = {}) {
   try {
     m.import(options);
   } catch (const Error& e) {
@@ -50,7 +52,8 @@ Error import_error(const OnnxModel& m, ErrorKind kind, const onnx_io::OnnxImport
 
 Error bytes_error(const std::string& bytes) {
   try {
-    onnx_io::import_onnx_from_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "bytes.onnx");
+    onnx_io::import_onnx_from_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                     "bytes.onnx");
   } catch (const Error& e) {
     EXPECT_EQ(e.location().file, "bytes.onnx");
     return e;
@@ -83,18 +86,25 @@ const ir::Node& only(const ir::Graph& g, OpKind op) {
   return *found;
 }
 
-std::string input_name(const ir::Graph& g, const ir::Node& n, size_t i) { return g.value(n.inputs.at(i)).name; }
-std::string output_shape(const ir::Graph& g, size_t i = 0) { return ir::shape_to_string(g.value(g.outputs().at(i)).shape); }
+std::string input_name(const ir::Graph& g, const ir::Node& n, size_t i) {
+  return g.value(n.inputs.at(i)).name;
+}
+std::string output_shape(const ir::Graph& g, size_t i = 0) {
+  return ir::shape_to_string(g.value(g.outputs().at(i)).shape);
+}
 
 const Tensor& constant_input(const ir::Graph& g, const ir::Node& n, size_t i) {
   const ir::Value& v = g.value(n.inputs.at(i));
-  if (!v.is_constant()) throw std::runtime_error("input " + std::to_string(i) + " of " + n.name + " is not constant");
+  if (!v.is_constant())
+    throw std::runtime_error("input " + std::to_string(i) + " of " + n.name + " is not constant");
   return v.constant;
 }
 
 std::vector<float> floats_of(const Tensor& t) { return t.to_float_vector(); }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 // A one-node model: x -> op -> y, with x of the given dims.
 OnnxModel unary_model(const std::string& op, const test::DimSpec& dims, int opset = 13) {
@@ -138,7 +148,8 @@ TEST(OnnxReader, EveryTruncationIsAClearError) {
     EXPECT_NE(e.kind(), ErrorKind::kInternal) << n << ": " << e.what();
   }
   // Cut inside a field: the protobuf itself is malformed.
-  EXPECT_TRUE(contains(bytes_error(bytes.substr(0, bytes.size() / 2)).what(), "truncated or corrupt"))
+  EXPECT_TRUE(
+      contains(bytes_error(bytes.substr(0, bytes.size() / 2)).what(), "truncated or corrupt"))
       << bytes_error(bytes.substr(0, bytes.size() / 2)).what();
 }
 
@@ -162,10 +173,12 @@ TEST(OnnxReader, OpsetRange) {
   for (int opset : {10, 18}) {
     OnnxModel m = unary_model("Relu", {"1", "2"}, opset);
     Error e = import_error(m, ErrorKind::kUnsupported);
-    EXPECT_TRUE(contains(e.what(), "opset " + std::to_string(opset) + " is not supported")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "opset " + std::to_string(opset) + " is not supported"))
+        << e.what();
     EXPECT_TRUE(contains(e.what(), "11-17")) << e.what();
   }
-  for (int opset = 11; opset <= 17; ++opset) EXPECT_NO_THROW(unary_model("Relu", {"1", "2"}, opset).import()) << opset;
+  for (int opset = 11; opset <= 17; ++opset)
+    EXPECT_NO_THROW(unary_model("Relu", {"1", "2"}, opset).import()) << opset;
 }
 
 TEST(OnnxReader, DefaultDomainMustBeImported) {
@@ -198,7 +211,8 @@ TEST(OnnxReader, UnknownOpNamesNodeOpAndOpset) {
   Error e = import_error(m, ErrorKind::kUnsupported);
   EXPECT_EQ(e.location().node, "erf_7");
   EXPECT_EQ(e.location().op, "Erf");
-  EXPECT_EQ(std::string(e.what()), "test.onnx: node 'erf_7' (Erf): op Erf is not supported (opset 13)");
+  EXPECT_EQ(std::string(e.what()),
+            "test.onnx: node 'erf_7' (Erf): op Erf is not supported (opset 13)");
 }
 
 TEST(OnnxReader, OpBeforeItsOpset) {
@@ -217,13 +231,15 @@ TEST(OnnxReader, UnknownAttributeIsAnError) {
   OnnxModel r(13);
   r.input("x", {"2", "4"}).output("y").init_int64s("s", {2}, {4, 2});
   attr_int(r.node("Reshape", {"x", "s"}, {"y"}, "reshape"), "allowzero", 0);
-  EXPECT_TRUE(contains(import_error(r, ErrorKind::kUnsupported).what(), "attribute 'allowzero' is not supported"));
+  EXPECT_TRUE(contains(import_error(r, ErrorKind::kUnsupported).what(),
+                       "attribute 'allowzero' is not supported"));
 }
 
 TEST(OnnxReader, AttributeTypeAndDuplicates) {
   OnnxModel m = unary_model("LeakyRelu", {"1", "8"});
   attr_int(*m.graph().mutable_node(0), "alpha", 1);
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(), "attribute 'alpha' must be of type float, is int"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(),
+                       "attribute 'alpha' must be of type float, is int"));
   OnnxModel d = unary_model("LeakyRelu", {"1", "8"});
   attr_float(*d.graph().mutable_node(0), "alpha", 0.1f);
   attr_float(*d.graph().mutable_node(0), "alpha", 0.2f);
@@ -247,13 +263,15 @@ TEST(OnnxReaderStructure, DuplicateProducers) {
   m.input("x", {"1", "8"}).output("y");
   m.node("Relu", {"x"}, {"y"}, "a");
   m.node("Sigmoid", {"x"}, {"y"}, "b");
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(), "value 'y' is produced twice, also by node 'a'"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(),
+                       "value 'y' is produced twice, also by node 'a'"));
 
   OnnxModel over(13);
   over.input("x", {"1", "8"}).output("y").init_floats("w", {1}, {1});
   over.node("Relu", {"x"}, {"w"}, "a");
   over.node("Add", {"x", "w"}, {"y"}, "b");
-  EXPECT_TRUE(contains(import_error(over, ErrorKind::kInvalidInput).what(), "both a graph input or initializer"));
+  EXPECT_TRUE(contains(import_error(over, ErrorKind::kInvalidInput).what(),
+                       "both a graph input or initializer"));
 }
 
 TEST(OnnxReaderStructure, Cycle) {
@@ -271,11 +289,13 @@ TEST(OnnxReaderStructure, MissingOutputs) {
   OnnxModel m(13);
   m.input("x", {"1", "8"}).output("y");
   m.node("Relu", {"x"}, {"r"}, "relu");
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(), "graph output 'y' is not produced by any node"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(),
+                       "graph output 'y' is not produced by any node"));
   OnnxModel none(13);
   none.input("x", {"1", "8"});
   none.node("Relu", {"x"}, {"r"}, "relu");
-  EXPECT_TRUE(contains(import_error(none, ErrorKind::kInvalidInput).what(), "the graph has no outputs"));
+  EXPECT_TRUE(
+      contains(import_error(none, ErrorKind::kInvalidInput).what(), "the graph has no outputs"));
 }
 
 TEST(OnnxReaderStructure, UnsortedNodesAreSorted) {
@@ -335,7 +355,8 @@ TEST(OnnxReaderStructure, InputDims) {
   EXPECT_EQ(s[3], ir::Dim::unknown());
   EXPECT_EQ(output_shape(g), "[batch,3,?,?]");
   for (const ir::Value& v : g.values())
-    for (const ir::Dim& d : v.shape) EXPECT_TRUE(d.is_static() || d.symbol.empty() || d.symbol == "batch") << v.name;
+    for (const ir::Dim& d : v.shape)
+      EXPECT_TRUE(d.is_static() || d.symbol.empty() || d.symbol == "batch") << v.name;
 }
 
 TEST(OnnxReaderStructure, InputShapeOverrides) {
@@ -343,14 +364,17 @@ TEST(OnnxReaderStructure, InputShapeOverrides) {
   m.input("x", {"batch", "3", "h", "w"}).output("y");
   m.node("Relu", {"x"}, {"y"}, "relu");
   onnx_io::OnnxImportOptions o;
-  o.input_shapes["x"] = {ir::Dim::named("batch"), ir::Dim::fixed(3), ir::Dim::fixed(32), ir::Dim::fixed(24)};
+  o.input_shapes["x"] = {ir::Dim::named("batch"), ir::Dim::fixed(3), ir::Dim::fixed(32),
+                         ir::Dim::fixed(24)};
   EXPECT_EQ(output_shape(m.import(o)), "[batch,3,32,24]");
 
   o.input_shapes["x"] = {ir::Dim::fixed(1), ir::Dim::fixed(3)};
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput, o).what(), "has rank 2 but the model declares"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput, o).what(),
+                       "has rank 2 but the model declares"));
   onnx_io::OnnxImportOptions other;
   other.input_shapes["image"] = {ir::Dim::fixed(1)};
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput, other).what(), "'image', which is not a graph input"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput, other).what(),
+                       "'image', which is not a graph input"));
 }
 
 TEST(OnnxReaderStructure, InputWithoutShape) {
@@ -381,7 +405,8 @@ TEST(OnnxReaderStructure, DeclaredOutputTypeMustMatch) {
   OnnxModel m(13);
   m.input("x", {"1", "8"}).output("y", TP::INT64);
   m.node("Relu", {"x"}, {"y"}, "relu");
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(), "declared int64 but computes float32"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kInvalidInput).what(),
+                       "declared int64 but computes float32"));
   OnnxModel r(13);
   r.input("x", {"1", "8"}).output("y", {"1", "9"});
   r.node("Relu", {"x"}, {"y"}, "relu");
@@ -444,9 +469,13 @@ OnnxModel identity_of(const TP& t) {
   return m;
 }
 
-const Tensor& imported_constant(const ir::Graph& g) { return constant_input(g, only(g, OpKind::kIdentity), 0); }
+const Tensor& imported_constant(const ir::Graph& g) {
+  return constant_input(g, only(g, OpKind::kIdentity), 0);
+}
 
-std::string bytes_of(const Tensor& t) { return std::string(reinterpret_cast<const char*>(t.raw()), t.nbytes()); }
+std::string bytes_of(const Tensor& t) {
+  return std::string(reinterpret_cast<const char*>(t.raw()), t.nbytes());
+}
 
 TEST(OnnxReaderInitializers, RawDataOfEveryDtype) {
   for (const DtypeCase& c : dtype_cases()) {
@@ -469,19 +498,39 @@ TEST(OnnxReaderInitializers, TypedFieldsOfEveryDtype) {
     std::memcpy(raw.raw_mutable(), c.raw.data(), c.raw.size());
     for (int64_t i = 0; i < 2; ++i) {
       switch (c.dtype) {
-        case DType::kFloat32: t.add_float_data(raw.data<float>()[i]); break;
-        case DType::kFloat64: t.add_double_data(raw.data<double>()[i]); break;
-        case DType::kInt64: t.add_int64_data(raw.data<int64_t>()[i]); break;
-        case DType::kUInt64: t.add_uint64_data(raw.data<uint64_t>()[i]); break;
-        case DType::kUInt32: t.add_uint64_data(raw.data<uint32_t>()[i]); break;
-        case DType::kInt32: t.add_int32_data(raw.data<int32_t>()[i]); break;
-        case DType::kInt16: t.add_int32_data(raw.data<int16_t>()[i]); break;
-        case DType::kInt8: t.add_int32_data(raw.data<int8_t>()[i]); break;
+        case DType::kFloat32:
+          t.add_float_data(raw.data<float>()[i]);
+          break;
+        case DType::kFloat64:
+          t.add_double_data(raw.data<double>()[i]);
+          break;
+        case DType::kInt64:
+          t.add_int64_data(raw.data<int64_t>()[i]);
+          break;
+        case DType::kUInt64:
+          t.add_uint64_data(raw.data<uint64_t>()[i]);
+          break;
+        case DType::kUInt32:
+          t.add_uint64_data(raw.data<uint32_t>()[i]);
+          break;
+        case DType::kInt32:
+          t.add_int32_data(raw.data<int32_t>()[i]);
+          break;
+        case DType::kInt16:
+          t.add_int32_data(raw.data<int16_t>()[i]);
+          break;
+        case DType::kInt8:
+          t.add_int32_data(raw.data<int8_t>()[i]);
+          break;
         case DType::kUInt8:
-        case DType::kBool: t.add_int32_data(raw.data<uint8_t>()[i]); break;
+        case DType::kBool:
+          t.add_int32_data(raw.data<uint8_t>()[i]);
+          break;
         case DType::kUInt16:
         case DType::kFloat16:
-        case DType::kBFloat16: t.add_int32_data(raw.data<uint16_t>()[i]); break;
+        case DType::kBFloat16:
+          t.add_int32_data(raw.data<uint16_t>()[i]);
+          break;
       }
     }
     ir::Graph g = identity_of(t).import();
@@ -499,56 +548,76 @@ TEST(OnnxReaderInitializers, ScalarsAndEmptyTensors) {
 
 TEST(OnnxReaderInitializers, SizeChecks) {
   // raw_data length must be numel * itemsize.
-  Error raw = import_error(identity_of(OnnxModel::tensor("t", {3}, TP::FLOAT, std::string(8, '\0'))), ErrorKind::kInvalidInput);
+  Error raw =
+      import_error(identity_of(OnnxModel::tensor("t", {3}, TP::FLOAT, std::string(8, '\0'))),
+                   ErrorKind::kInvalidInput);
   EXPECT_EQ(raw.location().tensor, "t");
-  EXPECT_TRUE(contains(raw.what(), "raw_data has 8 bytes but shape [3] of float32 needs 12")) << raw.what();
+  EXPECT_TRUE(contains(raw.what(), "raw_data has 8 bytes but shape [3] of float32 needs 12"))
+      << raw.what();
   // Typed fields must hold numel values, in the field the dtype uses.
   TP few;
   few.set_name("t");
   few.set_data_type(TP::FLOAT);
   few.add_dims(3);
   few.add_float_data(1);
-  EXPECT_TRUE(contains(import_error(identity_of(few), ErrorKind::kInvalidInput).what(), "has 1 values in its typed data field but shape [3] needs 3"));
+  EXPECT_TRUE(contains(import_error(identity_of(few), ErrorKind::kInvalidInput).what(),
+                       "has 1 values in its typed data field but shape [3] needs 3"));
   TP wrong_field;
   wrong_field.set_name("t");
   wrong_field.set_data_type(TP::FLOAT);
   wrong_field.add_dims(1);
   wrong_field.add_int64_data(1);
-  EXPECT_TRUE(contains(import_error(identity_of(wrong_field), ErrorKind::kInvalidInput).what(), "typed field other than"));
+  EXPECT_TRUE(contains(import_error(identity_of(wrong_field), ErrorKind::kInvalidInput).what(),
+                       "typed field other than"));
   TP narrow;
   narrow.set_name("t");
   narrow.set_data_type(TP::INT8);
   narrow.add_dims(1);
   narrow.add_int32_data(300);
-  EXPECT_TRUE(contains(import_error(identity_of(narrow), ErrorKind::kInvalidInput).what(), "300 does not fit int8"));
+  EXPECT_TRUE(contains(import_error(identity_of(narrow), ErrorKind::kInvalidInput).what(),
+                       "300 does not fit int8"));
   TP both = OnnxModel::floats("t", {1}, {1});
   both.add_float_data(1);
-  EXPECT_TRUE(contains(import_error(identity_of(both), ErrorKind::kInvalidInput).what(), "both raw_data and a typed data field"));
+  EXPECT_TRUE(contains(import_error(identity_of(both), ErrorKind::kInvalidInput).what(),
+                       "both raw_data and a typed data field"));
   TP no_data;
   no_data.set_name("t");
   no_data.set_data_type(TP::FLOAT);
   no_data.add_dims(2);
-  EXPECT_TRUE(contains(import_error(identity_of(no_data), ErrorKind::kInvalidInput).what(), "has 0 values"));
-  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::floats("t", {-1}, {})), ErrorKind::kInvalidInput).what(), "negative dimension"));
+  EXPECT_TRUE(contains(import_error(identity_of(no_data), ErrorKind::kInvalidInput).what(),
+                       "has 0 values"));
+  EXPECT_TRUE(contains(
+      import_error(identity_of(OnnxModel::floats("t", {-1}, {})), ErrorKind::kInvalidInput).what(),
+      "negative dimension"));
   // Huge dims with little data: refused before anything is allocated.
-  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::floats("t", {1 << 30, 1 << 30}, {1})), ErrorKind::kInvalidInput).what(),
+  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::floats("t", {1 << 30, 1 << 30}, {1})),
+                                    ErrorKind::kInvalidInput)
+                           .what(),
                        "raw_data has 4 bytes"));
 }
 
 TEST(OnnxReaderInitializers, UnsupportedDtypesAndForms) {
-  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::tensor("t", {1}, TP::STRING, "")), ErrorKind::kUnsupported).what(),
+  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::tensor("t", {1}, TP::STRING, "")),
+                                    ErrorKind::kUnsupported)
+                           .what(),
                        "STRING tensors are not supported"));
-  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::tensor("t", {1}, TP::COMPLEX64, std::string(8, '\0'))), ErrorKind::kUnsupported).what(),
-                       "COMPLEX64"));
+  EXPECT_TRUE(contains(
+      import_error(identity_of(OnnxModel::tensor("t", {1}, TP::COMPLEX64, std::string(8, '\0'))),
+                   ErrorKind::kUnsupported)
+          .what(),
+      "COMPLEX64"));
   TP seg = OnnxModel::floats("t", {1}, {1});
   seg.mutable_segment()->set_begin(0);
-  EXPECT_TRUE(contains(import_error(identity_of(seg), ErrorKind::kUnsupported).what(), "segmented"));
+  EXPECT_TRUE(
+      contains(import_error(identity_of(seg), ErrorKind::kUnsupported).what(), "segmented"));
   OnnxModel sparse = identity_of(OnnxModel::floats("t", {1}, {1}));
   sparse.graph().add_sparse_initializer();
-  EXPECT_TRUE(contains(import_error(sparse, ErrorKind::kUnsupported).what(), "sparse initializers"));
+  EXPECT_TRUE(
+      contains(import_error(sparse, ErrorKind::kUnsupported).what(), "sparse initializers"));
   OnnxModel dup = identity_of(OnnxModel::floats("t", {1}, {1}));
   dup.initializer(OnnxModel::floats("t", {1}, {2}));
-  EXPECT_TRUE(contains(import_error(dup, ErrorKind::kInvalidInput).what(), "initializer 't' is defined twice"));
+  EXPECT_TRUE(contains(import_error(dup, ErrorKind::kInvalidInput).what(),
+                       "initializer 't' is defined twice"));
 }
 
 // External data: a temporary folder holding model.onnx and its weight file.
@@ -558,12 +627,15 @@ class OnnxReaderExternalData : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("modex_onnx_ext_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "model");
-    std::ofstream(dir_ / "model" / "weights.bin", std::ios::binary) << std::string("XXXX") << test::raw_bytes(std::vector<float>{1, 2, 3});
-    std::ofstream(dir_ / "secret.bin", std::ios::binary) << test::raw_bytes(std::vector<float>{9, 9, 9});
+    std::ofstream(dir_ / "model" / "weights.bin", std::ios::binary)
+        << std::string("XXXX") << test::raw_bytes(std::vector<float>{1, 2, 3});
+    std::ofstream(dir_ / "secret.bin", std::ios::binary)
+        << test::raw_bytes(std::vector<float>{9, 9, 9});
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  static TP external(const std::string& location, const std::string& offset = "4", const std::string& length = "12") {
+  static TP external(const std::string& location, const std::string& offset = "4",
+                     const std::string& length = "12") {
     TP t;
     t.set_name("w");
     t.set_data_type(TP::FLOAT);
@@ -612,31 +684,44 @@ TEST_F(OnnxReaderExternalData, ReadsFromTheModelsFolder) {
 
 TEST_F(OnnxReaderExternalData, RefusedFromMemoryUnlessAFolderIsGiven) {
   OnnxModel m = identity_of(external("weights.bin"));
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kUnsupported).what(), "only read when importing from a file"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kUnsupported).what(),
+                       "only read when importing from a file"));
   onnx_io::OnnxImportOptions o;
   o.external_data_dir = dir_ / "model";
   EXPECT_EQ(floats_of(imported_constant(m.import(o))), (std::vector<float>{1, 2, 3}));
 }
 
 TEST_F(OnnxReaderExternalData, PathsMustStayInTheFolder) {
-  EXPECT_TRUE(contains(error_for(external((dir_ / "secret.bin").string(), "0"), ErrorKind::kUnsafe).what(), "absolute path"));
-  EXPECT_TRUE(contains(error_for(external("../secret.bin", "0"), ErrorKind::kUnsafe).what(), "leaves the model's folder"));
-  EXPECT_TRUE(contains(error_for(external("sub/../../secret.bin", "0"), ErrorKind::kUnsafe).what(), "leaves the model's folder"));
+  EXPECT_TRUE(
+      contains(error_for(external((dir_ / "secret.bin").string(), "0"), ErrorKind::kUnsafe).what(),
+               "absolute path"));
+  EXPECT_TRUE(contains(error_for(external("../secret.bin", "0"), ErrorKind::kUnsafe).what(),
+                       "leaves the model's folder"));
+  EXPECT_TRUE(contains(error_for(external("sub/../../secret.bin", "0"), ErrorKind::kUnsafe).what(),
+                       "leaves the model's folder"));
   fs::create_symlink(dir_ / "secret.bin", dir_ / "model" / "link.bin");
-  EXPECT_TRUE(contains(error_for(external("link.bin", "0"), ErrorKind::kUnsafe).what(), "resolves outside"));
+  EXPECT_TRUE(contains(error_for(external("link.bin", "0"), ErrorKind::kUnsafe).what(),
+                       "resolves outside"));
 }
 
 TEST_F(OnnxReaderExternalData, SizesAndKeysAreChecked) {
-  EXPECT_TRUE(contains(error_for(external("weights.bin", "8"), ErrorKind::kInvalidInput).what(), "beyond the end"));
-  EXPECT_TRUE(contains(error_for(external("weights.bin", "4", "8"), ErrorKind::kInvalidInput).what(), "length 8 does not match"));
-  EXPECT_TRUE(contains(error_for(external("weights.bin", "-4"), ErrorKind::kInvalidInput).what(), "not a non-negative integer"));
-  EXPECT_TRUE(contains(error_for(external("missing.bin", "0"), ErrorKind::kIo).what(), "missing.bin"));
-  EXPECT_TRUE(contains(error_for(external(""), ErrorKind::kInvalidInput).what(), "location is empty"));
+  EXPECT_TRUE(contains(error_for(external("weights.bin", "8"), ErrorKind::kInvalidInput).what(),
+                       "beyond the end"));
+  EXPECT_TRUE(
+      contains(error_for(external("weights.bin", "4", "8"), ErrorKind::kInvalidInput).what(),
+               "length 8 does not match"));
+  EXPECT_TRUE(contains(error_for(external("weights.bin", "-4"), ErrorKind::kInvalidInput).what(),
+                       "not a non-negative integer"));
+  EXPECT_TRUE(
+      contains(error_for(external("missing.bin", "0"), ErrorKind::kIo).what(), "missing.bin"));
+  EXPECT_TRUE(
+      contains(error_for(external(""), ErrorKind::kInvalidInput).what(), "location is empty"));
   TP odd = external("weights.bin");
   auto* e = odd.add_external_data();
   e->set_key("compression");
   e->set_value("zstd");
-  EXPECT_TRUE(contains(error_for(odd, ErrorKind::kUnsupported).what(), "unknown external data key 'compression'"));
+  EXPECT_TRUE(contains(error_for(odd, ErrorKind::kUnsupported).what(),
+                       "unknown external data key 'compression'"));
 }
 
 // =============================================================================================
@@ -665,7 +750,8 @@ TEST(OnnxReaderConv, AttributesBiasAndNames) {
   EXPECT_EQ(output_shape(g), "[batch,6,4,4]");
 }
 
-OnnxModel conv_model(const test::DimSpec& x, int64_t k, int64_t stride, int64_t dilation, const std::string& auto_pad) {
+OnnxModel conv_model(const test::DimSpec& x, int64_t k, int64_t stride, int64_t dilation,
+                     const std::string& auto_pad) {
   OnnxModel m(13);
   m.input("x", x).output("y");
   m.init_floats("w", {2, 1, k, k}, std::vector<float>(static_cast<size_t>(2 * k * k), 1.0f));
@@ -684,20 +770,30 @@ std::vector<int64_t> conv_pads(const OnnxModel& m, const onnx_io::OnnxImportOpti
 
 TEST(OnnxReaderConv, AutoPadResolvedFromTheInputSize) {
   // Output ceil(in / stride); the odd pad goes at the end (UPPER) or the beginning (LOWER).
-  EXPECT_EQ(conv_pads(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "SAME_UPPER")), (std::vector<int64_t>{0, 0, 1, 1}));
-  EXPECT_EQ(conv_pads(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "SAME_LOWER")), (std::vector<int64_t>{1, 1, 0, 0}));
-  EXPECT_EQ(conv_pads(conv_model({"1", "1", "9", "9"}, 3, 2, 1, "SAME_UPPER")), (std::vector<int64_t>{1, 1, 1, 1}));
-  EXPECT_EQ(conv_pads(conv_model({"1", "1", "9", "9"}, 3, 2, 2, "SAME_UPPER")), (std::vector<int64_t>{2, 2, 2, 2}));
-  EXPECT_EQ(conv_pads(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "VALID")), (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(conv_pads(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "SAME_UPPER")),
+            (std::vector<int64_t>{0, 0, 1, 1}));
+  EXPECT_EQ(conv_pads(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "SAME_LOWER")),
+            (std::vector<int64_t>{1, 1, 0, 0}));
+  EXPECT_EQ(conv_pads(conv_model({"1", "1", "9", "9"}, 3, 2, 1, "SAME_UPPER")),
+            (std::vector<int64_t>{1, 1, 1, 1}));
+  EXPECT_EQ(conv_pads(conv_model({"1", "1", "9", "9"}, 3, 2, 2, "SAME_UPPER")),
+            (std::vector<int64_t>{2, 2, 2, 2}));
+  EXPECT_EQ(conv_pads(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "VALID")),
+            (std::vector<int64_t>{0, 0, 0, 0}));
   // A stride larger than the kernel can need no padding at all.
-  EXPECT_EQ(conv_pads(conv_model({"1", "1", "5", "5"}, 1, 3, 1, "SAME_UPPER")), (std::vector<int64_t>{0, 0, 0, 0}));
-  EXPECT_EQ(output_shape(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "SAME_LOWER").import()), "[1,2,5,5]");
+  EXPECT_EQ(conv_pads(conv_model({"1", "1", "5", "5"}, 1, 3, 1, "SAME_UPPER")),
+            (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(output_shape(conv_model({"1", "1", "10", "10"}, 3, 2, 1, "SAME_LOWER").import()),
+            "[1,2,5,5]");
 }
 
 TEST(OnnxReaderConv, AutoPadWithStrideOneNeedsNoStaticSize) {
-  EXPECT_EQ(conv_pads(conv_model({"n", "1", "h", "w"}, 3, 1, 2, "SAME_UPPER")), (std::vector<int64_t>{2, 2, 2, 2}));
-  EXPECT_EQ(conv_pads(conv_model({"n", "1", "h", "w"}, 4, 1, 1, "SAME_LOWER")), (std::vector<int64_t>{2, 2, 1, 1}));
-  EXPECT_EQ(conv_pads(conv_model({"n", "1", "h", "w"}, 4, 1, 1, "SAME_UPPER")), (std::vector<int64_t>{1, 1, 2, 2}));
+  EXPECT_EQ(conv_pads(conv_model({"n", "1", "h", "w"}, 3, 1, 2, "SAME_UPPER")),
+            (std::vector<int64_t>{2, 2, 2, 2}));
+  EXPECT_EQ(conv_pads(conv_model({"n", "1", "h", "w"}, 4, 1, 1, "SAME_LOWER")),
+            (std::vector<int64_t>{2, 2, 1, 1}));
+  EXPECT_EQ(conv_pads(conv_model({"n", "1", "h", "w"}, 4, 1, 1, "SAME_UPPER")),
+            (std::vector<int64_t>{1, 1, 2, 2}));
 }
 
 TEST(OnnxReaderConv, AutoPadWithStrideNeedsAStaticSize) {
@@ -705,24 +801,33 @@ TEST(OnnxReaderConv, AutoPadWithStrideNeedsAStaticSize) {
   Error e = import_error(m, ErrorKind::kUnsupported);
   EXPECT_EQ(e.location().node, "Conv_12");
   EXPECT_EQ(e.location().op, "Conv");
-  EXPECT_TRUE(contains(e.what(), "node 'Conv_12' (Conv): auto_pad=SAME_LOWER with stride 2 needs a static input size")) << e.what();
+  EXPECT_TRUE(contains(
+      e.what(),
+      "node 'Conv_12' (Conv): auto_pad=SAME_LOWER with stride 2 needs a static input size"))
+      << e.what();
   EXPECT_TRUE(contains(e.what(), "(opset 13)")) << e.what();
   EXPECT_FALSE(e.hint_text().empty());
   onnx_io::OnnxImportOptions o;
-  o.input_shapes["x"] = {ir::Dim::named("n"), ir::Dim::fixed(1), ir::Dim::fixed(10), ir::Dim::fixed(10)};
+  o.input_shapes["x"] = {ir::Dim::named("n"), ir::Dim::fixed(1), ir::Dim::fixed(10),
+                         ir::Dim::fixed(10)};
   EXPECT_EQ(conv_pads(m, o), (std::vector<int64_t>{1, 1, 0, 0}));
 }
 
 TEST(OnnxReaderConv, InvalidAndUnsupportedForms) {
   OnnxModel both = conv_model({"1", "1", "8", "8"}, 3, 1, 1, "SAME_UPPER");
   attr_ints(*both.graph().mutable_node(0), "pads", {1, 1, 1, 1});
-  EXPECT_TRUE(contains(import_error(both, ErrorKind::kInvalidInput).what(), "pads cannot be given together with auto_pad"));
-  EXPECT_TRUE(contains(import_error(conv_model({"1", "1", "8", "8"}, 3, 1, 1, "SAME"), ErrorKind::kInvalidInput).what(), "auto_pad=SAME is not a valid value"));
+  EXPECT_TRUE(contains(import_error(both, ErrorKind::kInvalidInput).what(),
+                       "pads cannot be given together with auto_pad"));
+  EXPECT_TRUE(contains(
+      import_error(conv_model({"1", "1", "8", "8"}, 3, 1, 1, "SAME"), ErrorKind::kInvalidInput)
+          .what(),
+      "auto_pad=SAME is not a valid value"));
 
   OnnxModel conv1d(13);
   conv1d.input("x", {"1", "1", "8"}).output("y").init_floats("w", {1, 1, 3}, {1, 1, 1});
   conv1d.node("Conv", {"x", "w"}, {"y"}, "c");
-  EXPECT_TRUE(contains(import_error(conv1d, ErrorKind::kUnsupported).what(), "only 2-D convolutions are supported"));
+  EXPECT_TRUE(contains(import_error(conv1d, ErrorKind::kUnsupported).what(),
+                       "only 2-D convolutions are supported"));
 
   OnnxModel neg = conv_model({"1", "1", "8", "8"}, 3, 1, 1, "NOTSET");
   attr_ints(*neg.graph().mutable_node(0), "pads", {-1, 0, 0, 0});
@@ -730,7 +835,9 @@ TEST(OnnxReaderConv, InvalidAndUnsupportedForms) {
 
   // Shape inference errors name the node too.
   OnnxModel channels(13);
-  channels.input("x", {"1", "3", "8", "8"}).output("y").init_floats("w", {2, 2, 1, 1}, {1, 1, 1, 1});
+  channels.input("x", {"1", "3", "8", "8"})
+      .output("y")
+      .init_floats("w", {2, 2, 1, 1}, {1, 1, 1, 1});
   channels.node("Conv", {"x", "w"}, {"y"}, "mismatch");
   Error e = import_error(channels, ErrorKind::kInvalidInput);
   EXPECT_EQ(e.location().node, "mismatch");
@@ -775,17 +882,21 @@ TEST(OnnxReaderPool, Errors) {
   OnnxModel idx(13);
   idx.input("x", {"1", "2", "8", "8"}).output("y").output("i", TP::INT64);
   attr_ints(idx.node("MaxPool", {"x"}, {"y", "i"}, "pool"), "kernel_shape", {2, 2});
-  EXPECT_TRUE(contains(import_error(idx, ErrorKind::kUnsupported).what(), "Indices output of MaxPool"));
+  EXPECT_TRUE(
+      contains(import_error(idx, ErrorKind::kUnsupported).what(), "Indices output of MaxPool"));
   OnnxModel no_kernel = unary_model("AveragePool", {"1", "2", "8", "8"});
-  EXPECT_TRUE(contains(import_error(no_kernel, ErrorKind::kInvalidInput).what(), "'kernel_shape' is required"));
+  EXPECT_TRUE(contains(import_error(no_kernel, ErrorKind::kInvalidInput).what(),
+                       "'kernel_shape' is required"));
   OnnxModel dil = unary_model("AveragePool", {"1", "2", "8", "8"});
   attr_ints(*dil.graph().mutable_node(0), "kernel_shape", {2, 2});
   attr_ints(*dil.graph().mutable_node(0), "dilations", {2, 2});
-  EXPECT_TRUE(contains(import_error(dil, ErrorKind::kUnsupported).what(), "attribute 'dilations' is not supported"));
+  EXPECT_TRUE(contains(import_error(dil, ErrorKind::kUnsupported).what(),
+                       "attribute 'dilations' is not supported"));
   OnnxModel flag = unary_model("MaxPool", {"1", "2", "8", "8"});
   attr_ints(*flag.graph().mutable_node(0), "kernel_shape", {2, 2});
   attr_int(*flag.graph().mutable_node(0), "ceil_mode", 2);
-  EXPECT_TRUE(contains(import_error(flag, ErrorKind::kInvalidInput).what(), "'ceil_mode' must be 0 or 1"));
+  EXPECT_TRUE(
+      contains(import_error(flag, ErrorKind::kInvalidInput).what(), "'ceil_mode' must be 0 or 1"));
 }
 
 TEST(OnnxReaderPool, GlobalAveragePool) {
@@ -812,13 +923,16 @@ TEST(OnnxReaderOps, BatchNormalization) {
   OnnxModel train(14);
   train.input("x", {"1", "2"}).output("y");
   for (const char* p : {"s", "b", "mean", "var"}) train.init_floats(p, {2}, {1, 2});
-  attr_int(train.node("BatchNormalization", {"x", "s", "b", "mean", "var"}, {"y"}, "bn"), "training_mode", 1);
+  attr_int(train.node("BatchNormalization", {"x", "s", "b", "mean", "var"}, {"y"}, "bn"),
+           "training_mode", 1);
   EXPECT_TRUE(contains(import_error(train, ErrorKind::kUnsupported).what(), "training_mode=1"));
   OnnxModel outs(11);
   outs.input("x", {"1", "2"}).output("y");
   for (const char* p : {"s", "b", "mean", "var"}) outs.init_floats(p, {2}, {1, 2});
-  outs.node("BatchNormalization", {"x", "s", "b", "mean", "var"}, {"y", "running_mean", "running_var"}, "bn");
-  EXPECT_TRUE(contains(import_error(outs, ErrorKind::kUnsupported).what(), "running mean/variance outputs"));
+  outs.node("BatchNormalization", {"x", "s", "b", "mean", "var"},
+            {"y", "running_mean", "running_var"}, "bn");
+  EXPECT_TRUE(contains(import_error(outs, ErrorKind::kUnsupported).what(),
+                       "running mean/variance outputs"));
 }
 
 TEST(OnnxReaderOps, SimpleActivations) {
@@ -827,8 +941,9 @@ TEST(OnnxReaderOps, SimpleActivations) {
     OpKind kind;
     int opset;
   };
-  for (const Case& c : {Case{"Relu", OpKind::kRelu, 11}, Case{"Sigmoid", OpKind::kSigmoid, 13}, Case{"Tanh", OpKind::kTanh, 17},
-                        Case{"HardSwish", OpKind::kHardSwish, 14}, Case{"Identity", OpKind::kIdentity, 13}}) {
+  for (const Case& c : {Case{"Relu", OpKind::kRelu, 11}, Case{"Sigmoid", OpKind::kSigmoid, 13},
+                        Case{"Tanh", OpKind::kTanh, 17}, Case{"HardSwish", OpKind::kHardSwish, 14},
+                        Case{"Identity", OpKind::kIdentity, 13}}) {
     ir::Graph g = unary_model(c.op, {"b", "4"}, c.opset).import();
     EXPECT_EQ(ops_of(g), std::vector<OpKind>{c.kind}) << c.op;
     EXPECT_EQ(output_shape(g), "[b,4]") << c.op;
@@ -852,7 +967,9 @@ TEST(OnnxReaderOps, ActivationAttributes) {
   EXPECT_FLOAT_EQ(a.beta, 0.25f);
 
   OnnxModel prelu(13);
-  prelu.input("x", {"1", "3", "4", "4"}).output("y").init_floats("slope", {3, 1, 1}, {0.1f, 0.2f, 0.3f});
+  prelu.input("x", {"1", "3", "4", "4"})
+      .output("y")
+      .init_floats("slope", {3, 1, 1}, {0.1f, 0.2f, 0.3f});
   prelu.node("PRelu", {"x", "slope"}, {"y"}, "prelu");
   ir::Graph g = prelu.import();
   EXPECT_EQ(input_name(g, only(g, OpKind::kPRelu), 1), "slope");
@@ -868,7 +985,9 @@ OnnxModel clip_model(const std::vector<std::string>& inputs) {
 }
 
 TEST(OnnxReaderOps, ClipForms) {
-  auto attrs = [](const OnnxModel& m) { return only(m.import(), OpKind::kClip).attr<ir::ClipAttrs>(); };
+  auto attrs = [](const OnnxModel& m) {
+    return only(m.import(), OpKind::kClip).attr<ir::ClipAttrs>();
+  };
   ir::ClipAttrs relu6 = attrs(clip_model({"x", "zero", "six"}));
   EXPECT_EQ(relu6.min, 0.0f);
   EXPECT_EQ(relu6.max, 6.0f);
@@ -885,15 +1004,17 @@ TEST(OnnxReaderOps, ClipForms) {
   OnnxModel runtime(11);
   runtime.input("x", {"1", "4"}).input("m", {}).output("y");
   runtime.node("Clip", {"x", "m"}, {"y"}, "clip");
-  EXPECT_TRUE(contains(import_error(runtime, ErrorKind::kUnsupported).what(), "min (input 1 'm') must be a constant"));
+  EXPECT_TRUE(contains(import_error(runtime, ErrorKind::kUnsupported).what(),
+                       "min (input 1 'm') must be a constant"));
   OnnxModel attr_form = clip_model({"x"});
   attr_float(*attr_form.graph().mutable_node(0), "max", 6.0f);  // the opset < 11 form
-  EXPECT_TRUE(contains(import_error(attr_form, ErrorKind::kUnsupported).what(), "attribute 'max' is not supported"));
+  EXPECT_TRUE(contains(import_error(attr_form, ErrorKind::kUnsupported).what(),
+                       "attribute 'max' is not supported"));
 }
 
 TEST(OnnxReaderOps, BinaryOpsBroadcast) {
-  for (auto [op, kind] : {std::pair{"Add", OpKind::kAdd}, std::pair{"Sub", OpKind::kSub}, std::pair{"Mul", OpKind::kMul},
-                          std::pair{"Div", OpKind::kDiv}}) {
+  for (auto [op, kind] : {std::pair{"Add", OpKind::kAdd}, std::pair{"Sub", OpKind::kSub},
+                          std::pair{"Mul", OpKind::kMul}, std::pair{"Div", OpKind::kDiv}}) {
     OnnxModel m(13);
     m.input("x", {"batch", "3", "4", "4"}).output("y").init_floats("c", {3, 1, 1}, {1, 2, 3});
     m.node(op, {"x", "c"}, {"y"}, "op");
@@ -909,8 +1030,8 @@ TEST(OnnxReaderOps, BinaryOpsBroadcast) {
 OnnxModel gemm_model(const std::string& b_name, const std::string& c_name, int64_t m_rows = 2) {
   OnnxModel m(13);
   m.input("a", {std::to_string(m_rows), "3"}).output("y");
-  m.init_floats("Bt", {4, 3}, OnnxModel::iota(12));           // [N, K] for transB=1
-  m.init_floats("B", {3, 4}, OnnxModel::iota(12));            // [K, N] for transB=0
+  m.init_floats("Bt", {4, 3}, OnnxModel::iota(12));  // [N, K] for transB=1
+  m.init_floats("B", {3, 4}, OnnxModel::iota(12));   // [K, N] for transB=0
   m.init_floats("bias", {4}, {1, 2, 3, 4});
   m.init_floats("bias_row", {1, 4}, {1, 2, 3, 4});
   m.init_floats("bias_scalar", {}, {5});
@@ -957,7 +1078,8 @@ TEST(OnnxReaderGemm, PerColumnBiasShapesFold) {
     ir::Graph g = m.import();
     const Tensor& b = constant_input(g, only(g, OpKind::kGemm), 2);
     EXPECT_EQ(b.shape(), Dims{4}) << c;
-    EXPECT_EQ(floats_of(b), std::string(c) == "bias_row" ? (std::vector<float>{1, 2, 3, 4}) : (std::vector<float>{5, 5, 5, 5}));
+    EXPECT_EQ(floats_of(b), std::string(c) == "bias_row" ? (std::vector<float>{1, 2, 3, 4})
+                                                         : (std::vector<float>{5, 5, 5, 5}));
   }
 }
 
@@ -968,7 +1090,8 @@ TEST(OnnxReaderGemm, FullCBecomesAnAdd) {
   ir::Graph g = m.import();
   EXPECT_EQ(ops_of(g), (std::vector<OpKind>{OpKind::kGemm, OpKind::kAdd}));
   EXPECT_EQ(only(g, OpKind::kGemm).inputs.size(), 2u);
-  EXPECT_EQ(floats_of(constant_input(g, only(g, OpKind::kAdd), 1)), (std::vector<float>{0, 2, 4, 6, 8, 10, 12, 14}));
+  EXPECT_EQ(floats_of(constant_input(g, only(g, OpKind::kAdd), 1)),
+            (std::vector<float>{0, 2, 4, 6, 8, 10, 12, 14}));
   EXPECT_EQ(g.value(g.outputs()[0]).name, "y");
 }
 
@@ -1000,7 +1123,8 @@ TEST(OnnxReaderGemm, RuntimeOperandsUseMatMul) {
   attr_float(n, "alpha", 0.5f);
   attr_float(n, "beta", 3.0f);
   ir::Graph g = m.import();
-  EXPECT_EQ(ops_of(g), (std::vector<OpKind>{OpKind::kTranspose, OpKind::kMatMul, OpKind::kMul, OpKind::kMul, OpKind::kAdd}));
+  EXPECT_EQ(ops_of(g), (std::vector<OpKind>{OpKind::kTranspose, OpKind::kMatMul, OpKind::kMul,
+                                            OpKind::kMul, OpKind::kAdd}));
   EXPECT_EQ(output_shape(g), "[2,4]");
 
   OnnxModel plain(13);
@@ -1037,7 +1161,8 @@ TEST(OnnxReaderSoftmax, BeforeOpset13OnlyThePerAxisForm) {
   OnnxModel leading = unary_model("Softmax", {"batch", "1", "10"}, 11);
   EXPECT_EQ(only(leading.import(), OpKind::kSoftmax).attr<ir::AxisAttrs>().axis, 2);
 
-  Error e = import_error(unary_model("Softmax", {"batch", "10", "4", "4"}, 11), ErrorKind::kUnsupported);
+  Error e =
+      import_error(unary_model("Softmax", {"batch", "10", "4", "4"}, 11), ErrorKind::kUnsupported);
   EXPECT_EQ(e.location().node, "n");
   EXPECT_TRUE(contains(e.what(), "not a per-axis softmax")) << e.what();
   EXPECT_TRUE(contains(e.what(), "(opset 11)")) << e.what();
@@ -1049,7 +1174,10 @@ TEST(OnnxReaderSoftmax, FromOpset13AnyAxis) {
   OnnxModel m = unary_model("Softmax", {"batch", "10", "4", "4"}, 13);
   attr_int(*m.graph().mutable_node(0), "axis", 1);
   EXPECT_EQ(only(m.import(), OpKind::kSoftmax).attr<ir::AxisAttrs>().axis, 1);
-  EXPECT_EQ(only(unary_model("Softmax", {"b", "10"}, 13).import(), OpKind::kSoftmax).attr<ir::AxisAttrs>().axis, -1);
+  EXPECT_EQ(only(unary_model("Softmax", {"b", "10"}, 13).import(), OpKind::kSoftmax)
+                .attr<ir::AxisAttrs>()
+                .axis,
+            -1);
 }
 
 TEST(OnnxReaderOps, ReduceMean) {
@@ -1064,11 +1192,17 @@ TEST(OnnxReaderOps, ReduceMean) {
   EXPECT_EQ(output_shape(unary_model("ReduceMean", {"2", "3"}, 11).import()), "[1,1]");
 }
 
-OnnxModel pad_model(int opset, const std::vector<int64_t>& pads, const std::string& mode = "", bool with_value = false) {
+OnnxModel pad_model(int opset, const std::vector<int64_t>& pads, const std::string& mode = "",
+                    bool with_value = false) {
   OnnxModel m(opset);
-  m.input("x", {"batch", "3", "4", "4"}).output("y").init_int64s("pads", {static_cast<int64_t>(pads.size())}, pads);
+  m.input("x", {"batch", "3", "4", "4"})
+      .output("y")
+      .init_int64s("pads", {static_cast<int64_t>(pads.size())}, pads);
   m.init_floats("value", {}, {-1.5f});
-  auto& n = m.node("Pad", with_value ? std::vector<std::string>{"x", "pads", "value"} : std::vector<std::string>{"x", "pads"}, {"y"}, "pad");
+  auto& n = m.node("Pad",
+                   with_value ? std::vector<std::string>{"x", "pads", "value"}
+                              : std::vector<std::string>{"x", "pads"},
+                   {"y"}, "pad");
   if (!mode.empty()) attr_string(n, "mode", mode);
   return m;
 }
@@ -1079,17 +1213,27 @@ TEST(OnnxReaderOps, PadConstant) {
   EXPECT_EQ(a.pads, (std::vector<int64_t>{0, 0, 1, 2, 0, 0, 3, 4}));
   EXPECT_EQ(a.value, -1.5f);
   EXPECT_TRUE(output_shape(g).ends_with(",3,8,10]")) << output_shape(g);
-  EXPECT_EQ(only(pad_model(17, {0, 0, 1, 1, 0, 0, 1, 1}).import(), OpKind::kPad).attr<ir::PadAttrs>().value, 0.0f);
+  EXPECT_EQ(only(pad_model(17, {0, 0, 1, 1, 0, 0, 1, 1}).import(), OpKind::kPad)
+                .attr<ir::PadAttrs>()
+                .value,
+            0.0f);
 }
 
 TEST(OnnxReaderOps, PadErrors) {
-  EXPECT_TRUE(contains(import_error(pad_model(13, {0, 0, 1, 1, 0, 0, 1, 1}, "reflect"), ErrorKind::kUnsupported).what(),
-                       "mode=reflect is not supported"));
-  EXPECT_TRUE(contains(import_error(pad_model(13, {0, 0, -1, 0, 0, 0, 0, 0}), ErrorKind::kUnsupported).what(), "negative pads"));
-  EXPECT_TRUE(contains(import_error(pad_model(13, {1, 1}), ErrorKind::kInvalidInput).what(), "a rank-4 input needs 8"));
+  EXPECT_TRUE(contains(
+      import_error(pad_model(13, {0, 0, 1, 1, 0, 0, 1, 1}, "reflect"), ErrorKind::kUnsupported)
+          .what(),
+      "mode=reflect is not supported"));
+  EXPECT_TRUE(contains(
+      import_error(pad_model(13, {0, 0, -1, 0, 0, 0, 0, 0}), ErrorKind::kUnsupported).what(),
+      "negative pads"));
+  EXPECT_TRUE(contains(import_error(pad_model(13, {1, 1}), ErrorKind::kInvalidInput).what(),
+                       "a rank-4 input needs 8"));
   OnnxModel attr_form = pad_model(13, {0, 0, 1, 1, 0, 0, 1, 1});
-  attr_ints(*attr_form.graph().mutable_node(0), "pads", {0, 0, 1, 1, 0, 0, 1, 1});  // the opset < 11 form
-  EXPECT_TRUE(contains(import_error(attr_form, ErrorKind::kUnsupported).what(), "attribute 'pads' is not supported"));
+  attr_ints(*attr_form.graph().mutable_node(0), "pads",
+            {0, 0, 1, 1, 0, 0, 1, 1});  // the opset < 11 form
+  EXPECT_TRUE(contains(import_error(attr_form, ErrorKind::kUnsupported).what(),
+                       "attribute 'pads' is not supported"));
 }
 
 TEST(OnnxReaderOps, FlattenTransposeConcat) {
@@ -1105,7 +1249,8 @@ TEST(OnnxReaderOps, FlattenTransposeConcat) {
   EXPECT_EQ(output_shape(ng), "[24,5]");
   OnnxModel far = unary_model("Flatten", {"2", "3"});
   attr_int(*far.graph().mutable_node(0), "axis", -3);
-  EXPECT_TRUE(contains(import_error(far, ErrorKind::kInvalidInput).what(), "axis -3 is out of range"));
+  EXPECT_TRUE(
+      contains(import_error(far, ErrorKind::kInvalidInput).what(), "axis -3 is out of range"));
 
   OnnxModel t = unary_model("Transpose", {"batch", "3", "4", "5"});
   attr_ints(*t.graph().mutable_node(0), "perm", {0, 2, 3, 1});
@@ -1121,7 +1266,8 @@ TEST(OnnxReaderOps, FlattenTransposeConcat) {
   OnnxModel no_axis(13);
   no_axis.input("a", {"1"}).output("y");
   no_axis.node("Concat", {"a", "a"}, {"y"}, "cat");
-  EXPECT_TRUE(contains(import_error(no_axis, ErrorKind::kInvalidInput).what(), "'axis' is required"));
+  EXPECT_TRUE(
+      contains(import_error(no_axis, ErrorKind::kInvalidInput).what(), "'axis' is required"));
 }
 
 TEST(OnnxReaderOps, SqueezeAndUnsqueezeForms) {
@@ -1145,10 +1291,13 @@ TEST(OnnxReaderOps, SqueezeAndUnsqueezeForms) {
   // No axes: every static 1, resolved now.
   ir::Graph all = unary_model("Squeeze", {"1", "8", "1", "3"}, 13).import();
   EXPECT_EQ(only(all, OpKind::kSqueeze).attr<ir::AxesAttrs>().axes, (std::vector<int64_t>{0, 2}));
-  EXPECT_TRUE(contains(import_error(unary_model("Squeeze", {"batch", "8", "1"}, 13), ErrorKind::kUnsupported).what(), "ambiguous"));
+  EXPECT_TRUE(contains(
+      import_error(unary_model("Squeeze", {"batch", "8", "1"}, 13), ErrorKind::kUnsupported).what(),
+      "ambiguous"));
   OnnxModel u_attr_13 = unary_model("Unsqueeze", {"2"}, 13);
   attr_ints(*u_attr_13.graph().mutable_node(0), "axes", {0});
-  EXPECT_TRUE(contains(import_error(u_attr_13, ErrorKind::kUnsupported).what(), "attribute 'axes' is not supported"));
+  EXPECT_TRUE(contains(import_error(u_attr_13, ErrorKind::kUnsupported).what(),
+                       "attribute 'axes' is not supported"));
 }
 
 // =============================================================================================
@@ -1163,7 +1312,9 @@ TEST(OnnxReaderOps, ConstantForms) {
     ir::Graph g = m.import();
     return constant_input(g, only(g, OpKind::kIdentity), 0);
   };
-  Tensor t = value_of([](onnx::NodeProto& n) { attr_tensor(n, "value", OnnxModel::floats("", {2}, {1, 2})); });
+  Tensor t = value_of([](onnx::NodeProto& n) {
+    attr_tensor(n, "value", OnnxModel::floats("", {2}, {1, 2}));
+  });
   EXPECT_EQ(floats_of(t), (std::vector<float>{1, 2}));
   t = value_of([](onnx::NodeProto& n) { attr_float(n, "value_float", 3.5f); });
   EXPECT_EQ(t.shape(), Dims{});
@@ -1184,10 +1335,15 @@ TEST(OnnxReaderOps, ConstantErrors) {
     set(m.node("Constant", {}, {"c"}, "const"));
     return std::string(import_error(m, kind).what());
   };
-  EXPECT_TRUE(contains(error_of([](onnx::NodeProto& n) { test::add_attr(n, "sparse_value", onnx::AttributeProto::SPARSE_TENSOR); },
-                                ErrorKind::kUnsupported),
+  EXPECT_TRUE(contains(error_of(
+                           [](onnx::NodeProto& n) {
+                             test::add_attr(n, "sparse_value", onnx::AttributeProto::SPARSE_TENSOR);
+                           },
+                           ErrorKind::kUnsupported),
                        "sparse constants"));
-  EXPECT_TRUE(contains(error_of([](onnx::NodeProto& n) { attr_string(n, "value_string", "x"); }, ErrorKind::kUnsupported), "string constants"));
+  EXPECT_TRUE(contains(error_of([](onnx::NodeProto& n) { attr_string(n, "value_string", "x"); },
+                                ErrorKind::kUnsupported),
+                       "string constants"));
   EXPECT_TRUE(contains(error_of(
                            [](onnx::NodeProto& n) {
                              attr_int(n, "value_int", 1);
@@ -1195,14 +1351,18 @@ TEST(OnnxReaderOps, ConstantErrors) {
                            },
                            ErrorKind::kInvalidInput),
                        "exactly one value attribute, has 2"));
-  EXPECT_TRUE(contains(error_of([](onnx::NodeProto& n) { attr_tensor(n, "value", OnnxModel::tensor("", {3}, TP::FLOAT, "abc")); },
-                                ErrorKind::kInvalidInput),
+  EXPECT_TRUE(contains(error_of(
+                           [](onnx::NodeProto& n) {
+                             attr_tensor(n, "value", OnnxModel::tensor("", {3}, TP::FLOAT, "abc"));
+                           },
+                           ErrorKind::kInvalidInput),
                        "raw_data has 3 bytes"));
   // value_float appeared in opset 12.
   OnnxModel old(11);
   old.output("c");
   attr_float(old.node("Constant", {}, {"c"}, "const"), "value_float", 1.0f);
-  EXPECT_TRUE(contains(import_error(old, ErrorKind::kUnsupported).what(), "attribute 'value_float' is not supported"));
+  EXPECT_TRUE(contains(import_error(old, ErrorKind::kUnsupported).what(),
+                       "attribute 'value_float' is not supported"));
 }
 
 TEST(OnnxReaderOps, DropoutIsIdentityInInference) {
@@ -1218,13 +1378,15 @@ TEST(OnnxReaderOps, DropoutIsIdentityInInference) {
 
   OnnxModel mask_used = d13;
   mask_used.output("mask", TP::BOOL);
-  EXPECT_TRUE(contains(import_error(mask_used, ErrorKind::kUnsupported).what(), "mask output of Dropout is used"));
+  EXPECT_TRUE(contains(import_error(mask_used, ErrorKind::kUnsupported).what(),
+                       "mask output of Dropout is used"));
 
   OnnxModel training(13);
   training.input("x", {"batch", "8"}).output("y");
   training.initializer(OnnxModel::tensor("training", {}, TP::BOOL, std::string(1, '\1')));
   training.node("Dropout", {"x", "", "training"}, {"y"}, "drop");
-  EXPECT_TRUE(contains(import_error(training, ErrorKind::kUnsupported).what(), "training_mode=true"));
+  EXPECT_TRUE(
+      contains(import_error(training, ErrorKind::kUnsupported).what(), "training_mode=true"));
 }
 
 TEST(OnnxReaderOps, CastOfRuntimeTensors) {
@@ -1232,16 +1394,19 @@ TEST(OnnxReaderOps, CastOfRuntimeTensors) {
   attr_int(*same.graph().mutable_node(0), "to", TP::FLOAT);
   EXPECT_EQ(ops_of(same.import()), std::vector<OpKind>{OpKind::kIdentity});
   OnnxModel other = unary_model("Cast", {"1", "4"});
-  other.graph().mutable_output(0)->mutable_type()->mutable_tensor_type()->set_elem_type(TP::FLOAT16);
+  other.graph().mutable_output(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
+      TP::FLOAT16);
   attr_int(*other.graph().mutable_node(0), "to", TP::FLOAT16);
-  EXPECT_TRUE(contains(import_error(other, ErrorKind::kUnsupported).what(), "from float32 to float16 is not supported"));
+  EXPECT_TRUE(contains(import_error(other, ErrorKind::kUnsupported).what(),
+                       "from float32 to float16 is not supported"));
 }
 
 TEST(OnnxReaderOps, CastOfConstantsIsEvaluated) {
   // A float16 weight cast to float32, as fp16-converted models do.
   OnnxModel m(13);
   m.input("x", {"1", "2"}).output("y");
-  m.initializer(OnnxModel::tensor("w16", {2}, TP::FLOAT16, test::raw_bytes(std::vector<uint16_t>{0x3c00, 0xc000})));
+  m.initializer(OnnxModel::tensor("w16", {2}, TP::FLOAT16,
+                                  test::raw_bytes(std::vector<uint16_t>{0x3c00, 0xc000})));
   attr_int(m.node("Cast", {"w16"}, {"w"}, "cast"), "to", TP::FLOAT);
   m.node("Mul", {"x", "w"}, {"y"}, "mul");
   ir::Graph g = m.import();
@@ -1257,7 +1422,8 @@ TEST(OnnxReaderOps, CastOfConstantsIsEvaluated) {
   EXPECT_TRUE(contains(import_error(overflow, ErrorKind::kInvalidInput).what(), "out of range"));
   OnnxModel to_string = unary_model("Cast", {"1"});
   attr_int(*to_string.graph().mutable_node(0), "to", TP::STRING);
-  EXPECT_TRUE(contains(import_error(to_string, ErrorKind::kUnsupported).what(), "Cast to STRING is not supported"));
+  EXPECT_TRUE(contains(import_error(to_string, ErrorKind::kUnsupported).what(),
+                       "Cast to STRING is not supported"));
 }
 
 // =============================================================================================
@@ -1281,7 +1447,9 @@ OnnxModel view_chain(int opset, const test::DimSpec& x_dims, const std::string& 
   return m;
 }
 
-std::vector<int64_t> reshape_target(const ir::Graph& g) { return only(g, OpKind::kReshape).attr<ir::ReshapeAttrs>().shape; }
+std::vector<int64_t> reshape_target(const ir::Graph& g) {
+  return only(g, OpKind::kReshape).attr<ir::ReshapeAttrs>().shape;
+}
 
 TEST(OnnxReaderShapeChains, ViewBatchMinusOneBecomesStatic) {
   for (int opset : {11, 13, 17}) {
@@ -1318,9 +1486,13 @@ TEST(OnnxReaderShapeChains, ArithmeticOnDims) {
   // Reshape(x, [N, C*H*W]) with N, C, H, W each from Shape(x): [0, -1] -> [0, 48].
   OnnxModel m(13);
   m.input("x", {"n", "3", "4", "4"}).output("y");
-  for (int i = 0; i < 4; ++i) m.init_int64s("i" + std::to_string(i), {1}, {i});
+  const char* const index[] = {"i0", "i1", "i2", "i3"};
+  const char* const dim[] = {"d0", "d1", "d2", "d3"};
   m.node("Shape", {"x"}, {"s"}, "shape");
-  for (int i = 0; i < 4; ++i) m.node("Gather", {"s", "i" + std::to_string(i)}, {"d" + std::to_string(i)}, "g" + std::to_string(i));
+  for (int i = 0; i < 4; ++i) {
+    m.init_int64s(index[i], {1}, {i});
+    m.node("Gather", {"s", index[i]}, {dim[i]}, dim[i]);
+  }
   m.node("Mul", {"d1", "d2"}, {"m1"}, "mul1");
   m.node("Mul", {"m1", "d3"}, {"chw"}, "mul2");
   m.node("Div", {"d0", "i1"}, {"n_div_1"}, "div");  // N / 1 stays "dim 0 of x"
@@ -1367,7 +1539,8 @@ TEST(OnnxReaderShapeChains, RuntimeTargetIsUnsupported) {
   OnnxModel m(13);
   m.input("x", {"2", "6"}).input("t", {"2"}, TP::INT64).output("y");
   m.node("Reshape", {"x", "t"}, {"y"}, "reshape");
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kUnsupported).what(), "target shape (input 1) must be a constant"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kUnsupported).what(),
+                       "target shape (input 1) must be a constant"));
 }
 
 TEST(OnnxReaderShapeChains, DynamicValueUsedAsTensor) {
@@ -1396,7 +1569,8 @@ TEST(OnnxReaderShapeChains, ShapeOutputAsGraphOutput) {
   OnnxModel m(13);
   m.input("x", {"batch", "4"}).output("s", TP::INT64);
   m.node("Shape", {"x"}, {"s"}, "shape");
-  EXPECT_TRUE(contains(import_error(m, ErrorKind::kUnsupported).what(), "graph output 's' is a shape computation"));
+  EXPECT_TRUE(contains(import_error(m, ErrorKind::kUnsupported).what(),
+                       "graph output 's' is a shape computation"));
   OnnxModel fixed(13);
   fixed.input("x", {"2", "4"}).output("s", TP::INT64);
   fixed.node("Shape", {"x"}, {"s"}, "shape");
@@ -1409,12 +1583,15 @@ TEST(OnnxReaderShapeChains, TorchPadListChain) {
   for (int opset : {11, 13, 17}) {
     OnnxModel m(opset);
     m.input("x", {"batch", "4", "h", "w"}).output("y");
-    auto constant = [&](const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& v) {
-      attr_tensor(m.node("Constant", {}, {name}, name + "_node"), "value", OnnxModel::int64s("", dims, v));
+    auto constant = [&](const std::string& name, const std::vector<int64_t>& dims,
+                        const std::vector<int64_t>& v) {
+      attr_tensor(m.node("Constant", {}, {name}, name + "_node"), "value",
+                  OnnxModel::int64s("", dims, v));
     };
     constant("c0", {1}, {4});
     constant("c1", {4}, {1, 1, 2, 0});
-    attr_tensor(m.node("ConstantOfShape", {"c0"}, {"zeros"}, "cos"), "value", OnnxModel::int64s("", {1}, {0}));
+    attr_tensor(m.node("ConstantOfShape", {"c0"}, {"zeros"}, "cos"), "value",
+                OnnxModel::int64s("", {1}, {0}));
     attr_int(m.node("Concat", {"c1", "zeros"}, {"cat"}, "concat"), "axis", 0);
     constant("c2", {2}, {-1, 2});
     m.node("Reshape", {"cat", "c2"}, {"pairs"}, "reshape1");
@@ -1431,12 +1608,15 @@ TEST(OnnxReaderShapeChains, TorchPadListChain) {
     attr_string(*m.graph().mutable_node(m.graph().node_size() - 1), "mode", "constant");
     ir::Graph g = m.import();
     EXPECT_EQ(ops_of(g), std::vector<OpKind>{OpKind::kPad}) << opset;
-    EXPECT_EQ(only(g, OpKind::kPad).attr<ir::PadAttrs>().pads, (std::vector<int64_t>{0, 0, 2, 1, 0, 0, 0, 1})) << opset;
+    EXPECT_EQ(only(g, OpKind::kPad).attr<ir::PadAttrs>().pads,
+              (std::vector<int64_t>{0, 0, 2, 1, 0, 0, 0, 1}))
+        << opset;
   }
 }
 
 TEST(OnnxReaderShapeChains, ShapeSliceSizeAndConstantOfShape) {
-  // Shape(x, start=1, end=-1) at opset 15, Slice and Size of a shape, ConstantOfShape of the result.
+  // Shape(x, start=1, end=-1) at opset 15, Slice and Size of a shape, ConstantOfShape of the
+  // result.
   OnnxModel m(15);
   m.input("x", {"batch", "3", "4", "5"}).output("y");
   auto& shape = m.node("Shape", {"x"}, {"s"}, "shape");
@@ -1449,7 +1629,8 @@ TEST(OnnxReaderShapeChains, ShapeSliceSizeAndConstantOfShape) {
   m.node("Unsqueeze", {"one"}, {"one1"}, "unsq0");
   m.graph().mutable_node(m.graph().node_size() - 1)->add_input("ax");
   attr_int(m.node("Concat", {"s", "one1"}, {"t"}, "cat"), "axis", 0);  // [3, 4, 1]
-  attr_tensor(m.node("ConstantOfShape", {"t"}, {"ones"}, "cos"), "value", OnnxModel::floats("", {1}, {1.0f}));
+  attr_tensor(m.node("ConstantOfShape", {"t"}, {"ones"}, "cos"), "value",
+              OnnxModel::floats("", {1}, {1.0f}));
   m.node("Add", {"x", "ones"}, {"y"}, "add");
   ir::Graph g = m.import();
   const Tensor& ones = constant_input(g, only(g, OpKind::kAdd), 1);
@@ -1506,7 +1687,8 @@ TEST(OnnxReaderShapeChains, ConstantOfShapeSizes) {
   auto fill = [](const std::vector<int64_t>& shape) {
     OnnxModel m(13);
     m.output("y", TP::UNDEFINED).init_int64s("s", {static_cast<int64_t>(shape.size())}, shape);
-    attr_tensor(m.node("ConstantOfShape", {"s"}, {"c"}, "fill"), "value", OnnxModel::floats("", {1}, {0.5f}));
+    attr_tensor(m.node("ConstantOfShape", {"s"}, {"c"}, "fill"), "value",
+                OnnxModel::floats("", {1}, {0.5f}));
     m.node("Identity", {"c"}, {"y"}, "id");
     return m;
   };
@@ -1514,18 +1696,26 @@ TEST(OnnxReaderShapeChains, ConstantOfShapeSizes) {
   const Tensor& t = constant_input(g, only(g, OpKind::kIdentity), 0);
   EXPECT_EQ(t.shape(), (Dims{1, 3, 64, 64}));
   EXPECT_EQ(floats_of(t)[12287], 0.5f);
-  EXPECT_TRUE(contains(import_error(fill({1 << 20, 1 << 12}), ErrorKind::kUnsupported).what(), "too large to materialise"));
-  EXPECT_TRUE(contains(import_error(fill({-1, 4}), ErrorKind::kInvalidInput).what(), "negative dimension"));
+  EXPECT_TRUE(contains(import_error(fill({1 << 20, 1 << 12}), ErrorKind::kUnsupported).what(),
+                       "too large to materialise"));
+  EXPECT_TRUE(
+      contains(import_error(fill({-1, 4}), ErrorKind::kInvalidInput).what(), "negative dimension"));
 }
 
 // =============================================================================================
 // Size limits: dims, attributes and element counts that could overflow size arithmetic
 
 TEST(OnnxReaderLimits, HugeDimsAndAttributesAreRefused) {
-  EXPECT_TRUE(contains(import_error(unary_model("Relu", {"2147483648", "2"}), ErrorKind::kInvalidInput).what(), "above 2^31 - 1"));
-  EXPECT_TRUE(contains(import_error(unary_model("Relu", {"1073741824", "1073741824", "1024"}), ErrorKind::kInvalidInput).what(),
+  EXPECT_TRUE(contains(
+      import_error(unary_model("Relu", {"2147483648", "2"}), ErrorKind::kInvalidInput).what(),
+      "above 2^31 - 1"));
+  EXPECT_TRUE(contains(import_error(unary_model("Relu", {"1073741824", "1073741824", "1024"}),
+                                    ErrorKind::kInvalidInput)
+                           .what(),
                        "too many elements"));
-  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::floats("t", {0, int64_t{1} << 32}, {})), ErrorKind::kInvalidInput).what(),
+  EXPECT_TRUE(contains(import_error(identity_of(OnnxModel::floats("t", {0, int64_t{1} << 32}, {})),
+                                    ErrorKind::kInvalidInput)
+                           .what(),
                        "is too large"));
   OnnxModel pads = conv_model({"1", "1", "8", "8"}, 3, 1, 1, "NOTSET");
   attr_ints(*pads.graph().mutable_node(0), "pads", {int64_t{1} << 40, 0, 0, 0});
@@ -1558,18 +1748,24 @@ ir::Graph every_op_graph(bool with_hardswish) {
   ir::Graph g;
   auto weights = [&](const std::string& name, Dims shape) {
     Tensor t = Tensor::zeros(DType::kFloat32, shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data_mutable<float>()[i] = 0.01f * static_cast<float>(i % 97) - 0.3f;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.data_mutable<float>()[i] = 0.01f * static_cast<float>(i % 97) - 0.3f;
     return g.add_constant(name, t);
   };
-  ir::ValueId x = g.add_input("image", DType::kFloat32, {ir::Dim::named("batch"), ir::Dim::fixed(3), ir::Dim::fixed(16), ir::Dim::fixed(16)});
+  ir::ValueId x = g.add_input(
+      "image", DType::kFloat32,
+      {ir::Dim::named("batch"), ir::Dim::fixed(3), ir::Dim::fixed(16), ir::Dim::fixed(16)});
   ir::ConvAttrs ca;
   ca.kernel = {3, 3};
   ca.strides = {2, 2};
   ca.pads = {1, 0, 1, 2};
   ca.dilations = {1, 1};
-  ir::ValueId c1 = g.add_node1(OpKind::kConv, ca, {x, weights("conv1.w", {8, 3, 3, 3}), weights("conv1.b", {8})}, "conv1");
-  ir::ValueId bn = g.add_node1(OpKind::kBatchNorm, ir::BatchNormAttrs{1e-3f},
-                               {c1, weights("bn.s", {8}), weights("bn.b", {8}), weights("bn.m", {8}), weights("bn.v", {8})}, "bn");
+  ir::ValueId c1 = g.add_node1(
+      OpKind::kConv, ca, {x, weights("conv1.w", {8, 3, 3, 3}), weights("conv1.b", {8})}, "conv1");
+  ir::ValueId bn = g.add_node1(
+      OpKind::kBatchNorm, ir::BatchNormAttrs{1e-3f},
+      {c1, weights("bn.s", {8}), weights("bn.b", {8}), weights("bn.m", {8}), weights("bn.v", {8})},
+      "bn");
   ir::ValueId r = g.add_node1(OpKind::kRelu, ir::NoAttrs{}, {bn}, "relu");
   ir::ValueId cl = g.add_node1(OpKind::kClip, ir::ClipAttrs{0.0f, 6.0f}, {r}, "relu6");
   ir::ConvAttrs dw;
@@ -1580,15 +1776,20 @@ ir::Graph every_op_graph(bool with_hardswish) {
   dw.pads = {2, 2, 2, 2};
   ir::ValueId c2 = g.add_node1(OpKind::kConv, dw, {cl, weights("dw.w", {8, 1, 3, 3})}, "dw");
   ir::ValueId lr = g.add_node1(OpKind::kLeakyRelu, ir::LeakyReluAttrs{0.1f}, {c2}, "leaky");
-  ir::ValueId pr = g.add_node1(OpKind::kPRelu, ir::NoAttrs{}, {lr, weights("prelu.slope", {8, 1, 1})}, "prelu");
+  ir::ValueId pr =
+      g.add_node1(OpKind::kPRelu, ir::NoAttrs{}, {lr, weights("prelu.slope", {8, 1, 1})}, "prelu");
   ir::ValueId act = with_hardswish ? g.add_node1(OpKind::kHardSwish, ir::NoAttrs{}, {pr}, "hswish")
-                                   : g.add_node1(OpKind::kHardSigmoid, ir::HardSigmoidAttrs{0.25f, 0.4f}, {pr}, "hsig");
+                                   : g.add_node1(OpKind::kHardSigmoid,
+                                                 ir::HardSigmoidAttrs{0.25f, 0.4f}, {pr}, "hsig");
   ir::ValueId sg = g.add_node1(OpKind::kSigmoid, ir::NoAttrs{}, {act}, "sigmoid");
   ir::ValueId mul = g.add_node1(OpKind::kMul, ir::BinaryAttrs{}, {act, sg}, "mul");
   ir::ValueId th = g.add_node1(OpKind::kTanh, ir::NoAttrs{}, {mul}, "tanh");
-  ir::ValueId add = g.add_node1(OpKind::kAdd, ir::BinaryAttrs{}, {th, weights("add.c", {8, 1, 1})}, "add");
-  ir::ValueId sub = g.add_node1(OpKind::kSub, ir::BinaryAttrs{}, {add, weights("sub.c", {1})}, "sub");
-  ir::ValueId dv = g.add_node1(OpKind::kDiv, ir::BinaryAttrs{}, {sub, weights("div.c", {8, 1, 1})}, "div");
+  ir::ValueId add =
+      g.add_node1(OpKind::kAdd, ir::BinaryAttrs{}, {th, weights("add.c", {8, 1, 1})}, "add");
+  ir::ValueId sub =
+      g.add_node1(OpKind::kSub, ir::BinaryAttrs{}, {add, weights("sub.c", {1})}, "sub");
+  ir::ValueId dv =
+      g.add_node1(OpKind::kDiv, ir::BinaryAttrs{}, {sub, weights("div.c", {8, 1, 1})}, "div");
   ir::PoolAttrs mp;
   mp.kernel = {3, 3};
   mp.strides = {2, 2};
@@ -1601,16 +1802,20 @@ ir::Graph every_op_graph(bool with_hardswish) {
   ap.pads = {0, 0, 1, 1};
   ap.count_include_pad = true;
   ir::ValueId avgp = g.add_node1(OpKind::kAveragePool, ap, {maxp}, "avgpool");
-  ir::ValueId padded = g.add_node1(OpKind::kPad, ir::PadAttrs{{0, 0, 1, 0, 0, 0, 0, 1}, 0.5f}, {avgp}, "pad");
+  ir::ValueId padded =
+      g.add_node1(OpKind::kPad, ir::PadAttrs{{0, 0, 1, 0, 0, 0, 0, 1}, 0.5f}, {avgp}, "pad");
   ir::ValueId cat = g.add_node1(OpKind::kConcat, ir::AxisAttrs{1}, {padded, padded}, "concat");
   ir::ValueId gap = g.add_node1(OpKind::kGlobalAveragePool, ir::NoAttrs{}, {cat}, "gap");
   ir::ValueId rm = g.add_node1(OpKind::kReduceMean, ir::ReduceAttrs{{2, 3}, false}, {cat}, "mean");
   ir::ValueId sq = g.add_node1(OpKind::kSqueeze, ir::AxesAttrs{{2, 3}}, {gap}, "squeeze");
   ir::ValueId both = g.add_node1(OpKind::kAdd, ir::BinaryAttrs{}, {sq, rm}, "add2");
-  ir::ValueId fc = g.add_node1(OpKind::kGemm, ir::GemmAttrs{}, {both, weights("fc.w", {6, 16}), weights("fc.b", {6})}, "fc");
+  ir::ValueId fc = g.add_node1(OpKind::kGemm, ir::GemmAttrs{},
+                               {both, weights("fc.w", {6, 16}), weights("fc.b", {6})}, "fc");
   ir::ValueId us = g.add_node1(OpKind::kUnsqueeze, ir::AxesAttrs{{1}}, {fc}, "unsqueeze");
-  ir::ValueId tr = g.add_node1(OpKind::kTranspose, ir::TransposeAttrs{{0, 2, 1}}, {us}, "transpose");
-  ir::ValueId mm = g.add_node1(OpKind::kMatMul, ir::NoAttrs{}, {tr, weights("mm.w", {1, 4})}, "matmul");
+  ir::ValueId tr =
+      g.add_node1(OpKind::kTranspose, ir::TransposeAttrs{{0, 2, 1}}, {us}, "transpose");
+  ir::ValueId mm =
+      g.add_node1(OpKind::kMatMul, ir::NoAttrs{}, {tr, weights("mm.w", {1, 4})}, "matmul");
   ir::ValueId fl = g.add_node1(OpKind::kFlatten, ir::FlattenAttrs{1}, {mm}, "flatten");
   ir::ValueId rs = g.add_node1(OpKind::kReshape, ir::ReshapeAttrs{{0, 6, 4}}, {fl}, "reshape");
   ir::ValueId sm = g.add_node1(OpKind::kSoftmax, ir::AxisAttrs{2}, {rs}, "softmax");
@@ -1661,7 +1866,8 @@ void expect_same_graph(const ir::Graph& want, const ir::Graph& got) {
     }
   }
   ASSERT_EQ(want.outputs().size(), got.outputs().size());
-  for (size_t i = 0; i < want.outputs().size(); ++i) EXPECT_EQ(want.value(want.outputs()[i]).name, got.value(got.outputs()[i]).name);
+  for (size_t i = 0; i < want.outputs().size(); ++i)
+    EXPECT_EQ(want.value(want.outputs()[i]).name, got.value(got.outputs()[i]).name);
 }
 
 void expect_same_constants(const ir::Graph& want, const ir::Graph& got) {
@@ -1682,7 +1888,8 @@ ir::Graph round_trip(ir::Graph g, int opset) {
   w.opset = opset;
   w.metadata["arch"] = "every-op";
   std::string bytes = onnx_io::to_onnx_bytes(g, w);
-  return onnx_io::import_onnx_from_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "round-trip.onnx");
+  return onnx_io::import_onnx_from_memory(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                          bytes.size(), "round-trip.onnx");
 }
 
 TEST(OnnxReaderRoundTrip, EveryOpAtEveryOpset) {
@@ -1715,7 +1922,8 @@ TEST(OnnxReaderRoundTrip, LoweredFormsComeBackEquivalent) {
   ir::ValueId s = g.add_node1(OpKind::kSilu, ir::NoAttrs{}, {h}, "silu");
   g.add_output(s);
   ir::Graph got = round_trip(std::move(g), 13);
-  EXPECT_EQ(ops_of(got), (std::vector<OpKind>{OpKind::kHardSigmoid, OpKind::kMul, OpKind::kSigmoid, OpKind::kMul}));
+  EXPECT_EQ(ops_of(got), (std::vector<OpKind>{OpKind::kHardSigmoid, OpKind::kMul, OpKind::kSigmoid,
+                                              OpKind::kMul}));
   const auto& hs = only(got, OpKind::kHardSigmoid).attr<ir::HardSigmoidAttrs>();
   EXPECT_FLOAT_EQ(hs.alpha, 1.0f / 6.0f);
   EXPECT_FLOAT_EQ(hs.beta, 0.5f);
@@ -1723,11 +1931,15 @@ TEST(OnnxReaderRoundTrip, LoweredFormsComeBackEquivalent) {
 
 TEST(OnnxReaderRoundTrip, FusedActivationsAndAnonymousDims) {
   ir::Graph g;
-  ir::ValueId x = g.add_input("x", DType::kFloat32, {ir::Dim::unknown(), ir::Dim::fixed(3), ir::Dim::unknown(), ir::Dim::unknown()});
+  ir::ValueId x =
+      g.add_input("x", DType::kFloat32,
+                  {ir::Dim::unknown(), ir::Dim::fixed(3), ir::Dim::unknown(), ir::Dim::unknown()});
   ir::ConvAttrs ca;
   ca.kernel = {1, 1};
   ca.activation = ir::Activation::kRelu6;
-  ir::ValueId c = g.add_node1(OpKind::kConv, ca, {x, g.add_constant("w", Tensor::zeros(DType::kFloat32, {4, 3, 1, 1}))}, "conv");
+  ir::ValueId c =
+      g.add_node1(OpKind::kConv, ca,
+                  {x, g.add_constant("w", Tensor::zeros(DType::kFloat32, {4, 3, 1, 1}))}, "conv");
   g.add_output(c);
   ir::Graph got = round_trip(std::move(g), 11);
   EXPECT_EQ(ops_of(got), (std::vector<OpKind>{OpKind::kConv, OpKind::kClip}));

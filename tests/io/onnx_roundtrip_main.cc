@@ -29,7 +29,8 @@ modex::ir::Shape parse_shape(const std::string& text) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
-    std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string part =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (part.empty()) throw modex::Error("empty dim in --input-shape");
     bool digits = part.find_first_not_of("0123456789") == std::string::npos;
     s.push_back(digits ? Dim::fixed(std::stoll(part)) : Dim::named(part));
@@ -48,10 +49,14 @@ nlohmann::json describe(const modex::ir::Graph& g, int opset) {
   for (const auto& n : g.nodes()) {
     if (n.dead) continue;
     ops[std::string(modex::ir::op_name(n.op))]++;
-    if (n.op == modex::ir::OpKind::kReshape) attrs[n.name] = {{"shape", n.attr<modex::ir::ReshapeAttrs>().shape}};
-    if (n.op == modex::ir::OpKind::kSoftmax) attrs[n.name] = {{"axis", n.attr<modex::ir::AxisAttrs>().axis}};
-    if (n.op == modex::ir::OpKind::kPad) attrs[n.name] = {{"pads", n.attr<modex::ir::PadAttrs>().pads}};
-    if (n.op == modex::ir::OpKind::kConv) attrs[n.name] = {{"pads", n.attr<modex::ir::ConvAttrs>().pads}};
+    if (n.op == modex::ir::OpKind::kReshape)
+      attrs[n.name] = {{"shape", n.attr<modex::ir::ReshapeAttrs>().shape}};
+    if (n.op == modex::ir::OpKind::kSoftmax)
+      attrs[n.name] = {{"axis", n.attr<modex::ir::AxisAttrs>().axis}};
+    if (n.op == modex::ir::OpKind::kPad)
+      attrs[n.name] = {{"pads", n.attr<modex::ir::PadAttrs>().pads}};
+    if (n.op == modex::ir::OpKind::kConv)
+      attrs[n.name] = {{"pads", n.attr<modex::ir::ConvAttrs>().pads}};
     if (n.op == modex::ir::OpKind::kMaxPool || n.op == modex::ir::OpKind::kAveragePool)
       attrs[n.name] = {{"pads", n.attr<modex::ir::PoolAttrs>().pads}};
   }
@@ -60,14 +65,18 @@ nlohmann::json describe(const modex::ir::Graph& g, int opset) {
   for (const char* which : {"inputs", "outputs"}) {
     nlohmann::json list = nlohmann::json::array();
     const auto& ids = std::strcmp(which, "inputs") == 0 ? g.inputs() : g.outputs();
-    for (auto id : ids) list.push_back({{"name", g.value(id).name}, {"shape", modex::ir::shape_to_string(g.value(id).shape)}});
+    for (auto id : ids)
+      list.push_back(
+          {{"name", g.value(id).name}, {"shape", modex::ir::shape_to_string(g.value(id).shape)}});
     j[which] = list;
   }
   return j;
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: onnx_roundtrip IN.onnx OUT.onnx [--opset N] [--input-shape NAME=D0,D1,...] [--no-optimize]\n");
+  std::fprintf(stderr,
+               "usage: onnx_roundtrip IN.onnx OUT.onnx [--opset N] [--input-shape NAME=D0,D1,...] "
+               "[--no-optimize]\n");
   return 64;
 }
 
@@ -106,7 +115,9 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const modex::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return e.kind() == modex::ErrorKind::kInvalidInput ? 2 : e.kind() == modex::ErrorKind::kUnsupported ? 3 : 4;
+    return e.kind() == modex::ErrorKind::kInvalidInput  ? 2
+           : e.kind() == modex::ErrorKind::kUnsupported ? 3
+                                                        : 4;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 4;

@@ -73,11 +73,14 @@ class OnnxModel {
   }
   OnnxModel& output(const std::string& name, const DimSpec& dims, int elem_type = TP::FLOAT) {
     output(name, elem_type);
-    set_dims(graph().mutable_output(graph().output_size() - 1)->mutable_type()->mutable_tensor_type(), dims);
+    set_dims(
+        graph().mutable_output(graph().output_size() - 1)->mutable_type()->mutable_tensor_type(),
+        dims);
     return *this;
   }
 
-  static TP tensor(const std::string& name, const std::vector<int64_t>& dims, int data_type, const std::string& raw) {
+  static TP tensor(const std::string& name, const std::vector<int64_t>& dims, int data_type,
+                   const std::string& raw) {
     TP t;
     t.set_name(name);
     t.set_data_type(data_type);
@@ -85,10 +88,12 @@ class OnnxModel {
     t.set_raw_data(raw);
     return t;
   }
-  static TP floats(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& v) {
+  static TP floats(const std::string& name, const std::vector<int64_t>& dims,
+                   const std::vector<float>& v) {
     return tensor(name, dims, TP::FLOAT, raw_bytes(v));
   }
-  static TP int64s(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& v) {
+  static TP int64s(const std::string& name, const std::vector<int64_t>& dims,
+                   const std::vector<int64_t>& v) {
     return tensor(name, dims, TP::INT64, raw_bytes(v));
   }
   // A float tensor 0, 1, 2, ... scaled, so tests can check where values went.
@@ -102,10 +107,12 @@ class OnnxModel {
     *graph().add_initializer() = t;
     return *this;
   }
-  OnnxModel& init_floats(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& v) {
+  OnnxModel& init_floats(const std::string& name, const std::vector<int64_t>& dims,
+                         const std::vector<float>& v) {
     return initializer(floats(name, dims, v));
   }
-  OnnxModel& init_int64s(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& v) {
+  OnnxModel& init_int64s(const std::string& name, const std::vector<int64_t>& dims,
+                         const std::vector<int64_t>& v) {
     return initializer(int64s(name, dims, v));
   }
 
@@ -127,20 +134,26 @@ class OnnxModel {
 
   ir::Graph import(const onnx_io::OnnxImportOptions& options = {}) const {
     std::string b = bytes();
-    return onnx_io::import_onnx_from_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "test.onnx", options);
+    return onnx_io::import_onnx_from_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(),
+                                            "test.onnx", options);
   }
 
   onnx::ModelProto model;
 };
 
-inline onnx::AttributeProto& add_attr(onnx::NodeProto& n, const std::string& name, onnx::AttributeProto::AttributeType type) {
+inline onnx::AttributeProto& add_attr(onnx::NodeProto& n, const std::string& name,
+                                      onnx::AttributeProto::AttributeType type) {
   auto* a = n.add_attribute();
   a->set_name(name);
   a->set_type(type);
   return *a;
 }
-inline void attr_int(onnx::NodeProto& n, const std::string& name, int64_t v) { add_attr(n, name, onnx::AttributeProto::INT).set_i(v); }
-inline void attr_float(onnx::NodeProto& n, const std::string& name, float v) { add_attr(n, name, onnx::AttributeProto::FLOAT).set_f(v); }
+inline void attr_int(onnx::NodeProto& n, const std::string& name, int64_t v) {
+  add_attr(n, name, onnx::AttributeProto::INT).set_i(v);
+}
+inline void attr_float(onnx::NodeProto& n, const std::string& name, float v) {
+  add_attr(n, name, onnx::AttributeProto::FLOAT).set_f(v);
+}
 inline void attr_string(onnx::NodeProto& n, const std::string& name, const std::string& v) {
   add_attr(n, name, onnx::AttributeProto::STRING).set_s(v);
 }

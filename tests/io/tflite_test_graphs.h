@@ -174,6 +174,12 @@ inline std::vector<TfliteCase> tflite_cases() {
     add("grouped_conv", b.finish(b.conv(x, 6, 3, 1, {1, 1, 1, 1}, 1, 2, Activation::kRelu)), {},
         true);
   }
+  {  // ResNeXt's shape of grouping: 32 groups of 4 channels, stride 2 (explicit pad)
+    NhwcBuilder b(31);
+    auto x = b.input({1, 8, 8, 128});
+    add("grouped_conv_32", b.finish(b.conv(x, 128, 3, 2, {1, 1, 1, 1}, 1, 32, Activation::kRelu)),
+        {{"CONV_2D", 1}, {"PAD", 1}}, true);
+  }
   {  // max pool stride 2 pad 1 on an odd input: SAME
     NhwcBuilder b(9);
     auto x = b.input({1, 9, 9, 3});

@@ -6,10 +6,10 @@
 #include <onnx/onnx_pb.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <functional>
 #include <queue>
-#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -33,13 +33,17 @@ int default_opset(const onnx::ModelProto& model) {
   std::optional<int64_t> opset;
   for (const auto& entry : model.opset_import()) {
     if (!is_default_domain(entry.domain())) continue;
-    if (opset && *opset != entry.version()) throw invalid("the model imports the default ONNX domain twice, at different opsets");
+    if (opset && *opset != entry.version())
+      throw invalid("the model imports the default ONNX domain twice, at different opsets");
     opset = entry.version();
   }
-  if (!opset) throw invalid("the model does not import the default ONNX domain (no opset_import entry for it)");
+  if (!opset)
+    throw invalid(
+        "the model does not import the default ONNX domain (no opset_import entry for it)");
   if (*opset < kMinImportOpset || *opset > kMaxImportOpset)
-    throw unsupported("opset " + std::to_string(*opset) + " is not supported; modex imports opsets " +
-                      std::to_string(kMinImportOpset) + "-" + std::to_string(kMaxImportOpset))
+    throw unsupported("opset " + std::to_string(*opset) +
+                      " is not supported; modex imports opsets " + std::to_string(kMinImportOpset) +
+                      "-" + std::to_string(kMaxImportOpset))
         .hint("convert the model first, e.g. onnx.version_converter.convert_version(model, 13)");
   return static_cast<int>(*opset);
 }
@@ -59,7 +63,8 @@ std::vector<std::string> unique_node_names(const onnx::GraphProto& g) {
     if (name.empty() || used.count(name)) {
       std::string base = name.empty() ? n.op_type() + "_" + std::to_string(i) : name;
       name = base;
-      for (int k = 1; used.count(name) || (name != n.name() && carried.count(name)); ++k) name = base + "_" + std::to_string(k);
+      for (int k = 1; used.count(name) || (name != n.name() && carried.count(name)); ++k)
+        name = base + "_" + std::to_string(k);
     }
     used.insert(name);
     names.push_back(name);
@@ -74,7 +79,8 @@ struct GraphStructure {
 };
 
 // Producers, dangling edges, duplicate definitions, cycles and liveness.
-GraphStructure analyse(const onnx::GraphProto& g, const std::unordered_set<std::string>& defined_outside,
+GraphStructure analyse(const onnx::GraphProto& g,
+                       const std::unordered_set<std::string>& defined_outside,
                        const std::vector<std::string>& node_names) {
   const int n = g.node_size();
   std::unordered_map<std::string, int> producer;
@@ -82,12 +88,14 @@ GraphStructure analyse(const onnx::GraphProto& g, const std::unordered_set<std::
     for (const std::string& out : g.node(i).output()) {
       if (out.empty()) continue;
       if (defined_outside.count(out))
-        throw invalid("value '" + out + "' is both a graph input or initializer and an output of this node")
+        throw invalid("value '" + out +
+                      "' is both a graph input or initializer and an output of this node")
             .node(node_names[static_cast<size_t>(i)])
             .op(g.node(i).op_type());
       auto [it, inserted] = producer.emplace(out, i);
       if (!inserted)
-        throw invalid("value '" + out + "' is produced twice, also by node '" + node_names[static_cast<size_t>(it->second)] + "'")
+        throw invalid("value '" + out + "' is produced twice, also by node '" +
+                      node_names[static_cast<size_t>(it->second)] + "'")
             .node(node_names[static_cast<size_t>(i)])
             .op(g.node(i).op_type());
     }
@@ -99,7 +107,8 @@ GraphStructure analyse(const onnx::GraphProto& g, const std::unordered_set<std::
       if (in.empty() || defined_outside.count(in)) continue;
       auto it = producer.find(in);
       if (it == producer.end())
-        throw invalid("input '" + in + "' is not produced by any node and is not a graph input or initializer")
+        throw invalid("input '" + in +
+                      "' is not produced by any node and is not a graph input or initializer")
             .node(node_names[static_cast<size_t>(i)])
             .op(g.node(i).op_type());
       consumers[static_cast<size_t>(it->second)].push_back(i);
@@ -121,7 +130,9 @@ GraphStructure analyse(const onnx::GraphProto& g, const std::unordered_set<std::
   if (static_cast<int>(s.order.size()) != n) {
     for (int i = 0; i < n; ++i)
       if (pending[static_cast<size_t>(i)] > 0)
-        throw invalid("the graph has a cycle through this node").node(node_names[static_cast<size_t>(i)]).op(g.node(i).op_type());
+        throw invalid("the graph has a cycle through this node")
+            .node(node_names[static_cast<size_t>(i)])
+            .op(g.node(i).op_type());
   }
 
   if (g.output_size() == 0) throw invalid("the graph has no outputs");
@@ -132,7 +143,8 @@ GraphStructure analyse(const onnx::GraphProto& g, const std::unordered_set<std::
     s.consumed.insert(out.name());
     if (defined_outside.count(out.name())) continue;
     auto it = producer.find(out.name());
-    if (it == producer.end()) throw invalid("graph output '" + out.name() + "' is not produced by any node");
+    if (it == producer.end())
+      throw invalid("graph output '" + out.name() + "' is not produced by any node");
     stack.push_back(it->second);
   }
   while (!stack.empty()) {
@@ -153,14 +165,17 @@ GraphStructure analyse(const onnx::GraphProto& g, const std::unordered_set<std::
 // The tensor type of a graph input or output, or an error naming it.
 const onnx::TypeProto_Tensor& tensor_type(const onnx::ValueInfoProto& vi, const char* what) {
   if (!vi.has_type() || !vi.type().has_tensor_type())
-    throw unsupported(std::string(what) + " '" + vi.name() + "' is not a tensor (sequences, maps and optionals are not supported)");
+    throw unsupported(std::string(what) + " '" + vi.name() +
+                      "' is not a tensor (sequences, maps and optionals are not supported)");
   return vi.type().tensor_type();
 }
 
 DType value_dtype(const onnx::ValueInfoProto& vi, const char* what) {
   const auto& tt = tensor_type(vi, what);
   std::optional<DType> dt = reader::dtype_from_onnx(tt.elem_type());
-  if (!dt) throw unsupported(std::string(what) + " '" + vi.name() + "' has element type " + reader::onnx_dtype_name(tt.elem_type()) + ", which is not supported");
+  if (!dt)
+    throw unsupported(std::string(what) + " '" + vi.name() + "' has element type " +
+                      reader::onnx_dtype_name(tt.elem_type()) + ", which is not supported");
   return *dt;
 }
 
@@ -204,22 +219,26 @@ void check_size(const ir::Shape& shape, const std::string& what) {
   int64_t n = 1;
   for (const ir::Dim& d : shape) {
     if (!d.is_static()) continue;
-    if (d.value < 0 || d.value > reader::kMaxDim) throw invalid(what + " has a dim outside [0, 2^31)");
+    if (d.value < 0 || d.value > reader::kMaxDim)
+      throw invalid(what + " has a dim outside [0, 2^31)");
     if (__builtin_mul_overflow(n, d.value, &n) || n > reader::kMaxElements)
       throw invalid(what + " has too many elements: shape " + ir::shape_to_string(shape));
   }
 }
 
-void add_graph_inputs(ImportState& st, const onnx::GraphProto& g, const OnnxImportOptions& options, AnonymousDims& anon) {
+void add_graph_inputs(ImportState& st, const onnx::GraphProto& g, const OnnxImportOptions& options,
+                      AnonymousDims& anon) {
   std::unordered_set<std::string> seen;
   for (const auto& in : g.input()) {
     if (in.name().empty()) throw invalid("a graph input has no name");
-    if (!seen.insert(in.name()).second) throw invalid("graph input '" + in.name() + "' is declared twice");
+    if (!seen.insert(in.name()).second)
+      throw invalid("graph input '" + in.name() + "' is declared twice");
     auto override_it = options.input_shapes.find(in.name());
     // Old exporters list initializers as inputs too; they are weights, not model inputs.
     if (st.initializers.count(in.name())) {
       if (override_it != options.input_shapes.end())
-        throw invalid("input shape given for '" + in.name() + "', which is an initializer, not a model input");
+        throw invalid("input shape given for '" + in.name() +
+                      "', which is an initializer, not a model input");
       continue;
     }
     DType dtype = value_dtype(in, "graph input");
@@ -229,8 +248,10 @@ void add_graph_inputs(ImportState& st, const onnx::GraphProto& g, const OnnxImpo
       ir::Shape s;
       for (const auto& d : tt.shape().dim()) {
         if (d.has_dim_value()) {
-          if (d.dim_value() < 0) throw invalid("graph input '" + in.name() + "' has a negative dim");
-          if (d.dim_value() > reader::kMaxDim) throw invalid("graph input '" + in.name() + "' has a dim above 2^31 - 1");
+          if (d.dim_value() < 0)
+            throw invalid("graph input '" + in.name() + "' has a negative dim");
+          if (d.dim_value() > reader::kMaxDim)
+            throw invalid("graph input '" + in.name() + "' has a dim above 2^31 - 1");
           s.push_back(ir::Dim::fixed(d.dim_value()));
         } else if (d.has_dim_param() && !d.dim_param().empty()) {
           s.push_back(ir::Dim::named(d.dim_param()));
@@ -243,8 +264,9 @@ void add_graph_inputs(ImportState& st, const onnx::GraphProto& g, const OnnxImpo
     ir::Shape shape;
     if (override_it != options.input_shapes.end()) {
       if (declared && declared->size() != override_it->second.size())
-        throw invalid("input shape given for '" + in.name() + "' has rank " + std::to_string(override_it->second.size()) +
-                      " but the model declares " + ir::shape_to_string(*declared));
+        throw invalid("input shape given for '" + in.name() + "' has rank " +
+                      std::to_string(override_it->second.size()) + " but the model declares " +
+                      ir::shape_to_string(*declared));
       shape = override_it->second;
     } else if (declared) {
       shape = std::move(*declared);
@@ -256,24 +278,30 @@ void add_graph_inputs(ImportState& st, const onnx::GraphProto& g, const OnnxImpo
     st.values[in.name()].id = st.graph.add_input(in.name(), dtype, std::move(shape));
   }
   for (const auto& [name, shape] : options.input_shapes)
-    if (!seen.count(name)) throw invalid("input shape given for '" + name + "', which is not a graph input");
+    if (!seen.count(name))
+      throw invalid("input shape given for '" + name + "', which is not a graph input");
 }
 
 void import_node(ImportState& st, const onnx::NodeProto& node, const std::string& name) {
   NodeContext c(st, node, name);
   if (!is_default_domain(node.domain()))
-    c.fail("ops of domain '" + node.domain() + "' are not supported; modex imports the default ONNX domain only");
+    c.fail("ops of domain '" + node.domain() +
+           "' are not supported; modex imports the default ONNX domain only");
   std::vector<const reader::OpRule*> forms = reader::rules_for(node.op_type());
   if (forms.empty()) c.fail("op " + node.op_type() + " is not supported");
   const reader::OpRule* rule = nullptr;
   for (const reader::OpRule* r : forms)
     if (r->since <= st.opset && st.opset <= r->until) rule = r;
-  if (!rule) c.fail(node.op_type() + " is defined from opset " + std::to_string(forms.front()->since) + " on");
+  if (!rule)
+    c.fail(node.op_type() + " is defined from opset " + std::to_string(forms.front()->since) +
+           " on");
   std::unordered_set<std::string> seen;
   for (const auto& a : node.attribute()) {
     if (!seen.insert(a.name()).second) c.invalid("attribute '" + a.name() + "' is given twice");
-    if (!a.ref_attr_name().empty()) c.fail("attribute references (function bodies) are not supported");
-    if (std::find(rule->attributes.begin(), rule->attributes.end(), a.name()) == rule->attributes.end())
+    if (!a.ref_attr_name().empty())
+      c.fail("attribute references (function bodies) are not supported");
+    if (std::find(rule->attributes.begin(), rule->attributes.end(), a.name()) ==
+        rule->attributes.end())
       c.fail("attribute '" + a.name() + "' is not supported");
   }
   try {
@@ -298,8 +326,9 @@ void add_graph_outputs(ImportState& st, const onnx::GraphProto& g, bool shapes_o
     reader::Imported& im = st.lookup(out.name());
     if (im.id == ir::kNoValue) {
       if (!im.sym->is_static())
-        throw unsupported("graph output '" + out.name() + "' is a shape computation that depends on " +
-                          im.sym->describe_dynamic() + "; modex cannot output run-time shapes");
+        throw unsupported("graph output '" + out.name() +
+                          "' is a shape computation that depends on " + im.sym->describe_dynamic() +
+                          "; modex cannot output run-time shapes");
       im.id = st.add_named_constant(out.name(), reader::sym_to_tensor(*im.sym));
     }
     const ir::Value& v = st.graph.value(im.id);
@@ -309,28 +338,33 @@ void add_graph_outputs(ImportState& st, const onnx::GraphProto& g, bool shapes_o
       if (tt.elem_type() != 0) {
         DType declared = value_dtype(out, "graph output");
         if (declared != v.dtype)
-          throw invalid("graph output '" + out.name() + "' is declared " + std::string(dtype_name(declared)) +
-                        " but computes " + std::string(dtype_name(v.dtype)));
+          throw invalid("graph output '" + out.name() + "' is declared " +
+                        std::string(dtype_name(declared)) + " but computes " +
+                        std::string(dtype_name(v.dtype)));
       }
       if (tt.has_shape()) {
         const auto& dims = tt.shape().dim();
         if (static_cast<size_t>(dims.size()) != v.shape.size())
-          throw invalid("graph output '" + out.name() + "' is declared with rank " + std::to_string(dims.size()) +
-                        " but computes shape " + ir::shape_to_string(v.shape));
+          throw invalid("graph output '" + out.name() + "' is declared with rank " +
+                        std::to_string(dims.size()) + " but computes shape " +
+                        ir::shape_to_string(v.shape));
         for (int i = 0; i < dims.size() && !shapes_overridden; ++i)
           if (dims[i].has_dim_value() && v.shape[static_cast<size_t>(i)].is_static() &&
               dims[i].dim_value() != v.shape[static_cast<size_t>(i)].value)
-            throw invalid("graph output '" + out.name() + "' is declared with dim " + std::to_string(i) + " = " +
-                          std::to_string(dims[i].dim_value()) + " but computes shape " + ir::shape_to_string(v.shape));
+            throw invalid("graph output '" + out.name() + "' is declared with dim " +
+                          std::to_string(i) + " = " + std::to_string(dims[i].dim_value()) +
+                          " but computes shape " + ir::shape_to_string(v.shape));
       }
     }
     st.graph.add_output(im.id);
   }
 }
 
-ir::Graph import_model(onnx::ModelProto& model, const OnnxImportOptions& options, const fs::path& external_dir) {
+ir::Graph import_model(onnx::ModelProto& model, const OnnxImportOptions& options,
+                       const fs::path& external_dir) {
   if (!model.has_ir_version() || model.ir_version() < 3)
-    throw invalid("not an ONNX model (no IR version >= 3; the data may be another file type, or truncated)");
+    throw invalid(
+        "not an ONNX model (no IR version >= 3; the data may be another file type, or truncated)");
   if (!model.has_graph()) throw invalid("the model has no graph");
   ImportState st;
   st.opset = default_opset(model);
@@ -341,7 +375,8 @@ ir::Graph import_model(onnx::ModelProto& model, const OnnxImportOptions& options
   std::unordered_set<std::string> defined_outside;
   for (auto& t : *g.mutable_initializer()) {
     if (t.name().empty()) throw invalid("an initializer has no name");
-    if (!st.initializers.emplace(t.name(), &t).second) throw invalid("initializer '" + t.name() + "' is defined twice");
+    if (!st.initializers.emplace(t.name(), &t).second)
+      throw invalid("initializer '" + t.name() + "' is defined twice");
     defined_outside.insert(t.name());
   }
   AnonymousDims anon(g, options);
@@ -360,7 +395,8 @@ ir::Graph import_model(onnx::ModelProto& model, const OnnxImportOptions& options
   st.graph.metadata["source_format"] = "onnx";
   st.graph.metadata["source_opset"] = std::to_string(st.opset);
   std::string producer = model.producer_name();
-  if (!model.producer_version().empty()) producer += (producer.empty() ? "" : " ") + model.producer_version();
+  if (!model.producer_version().empty())
+    producer += (producer.empty() ? "" : " ") + model.producer_version();
   st.graph.metadata["source_producer"] = producer;
   st.graph.compact();
   ir::verify(st.graph);
@@ -370,13 +406,12 @@ ir::Graph import_model(onnx::ModelProto& model, const OnnxImportOptions& options
 constexpr size_t kMaxProtobufBytes = static_cast<size_t>(INT_MAX);
 
 Error too_large(size_t size) {
-  return unsupported("the file is " + std::to_string(size) + " bytes; an ONNX protobuf cannot exceed 2 GB")
+  return unsupported("the file is " + std::to_string(size) +
+                     " bytes; an ONNX protobuf cannot exceed 2 GB")
       .hint("models this large keep their weights in external data files");
 }
 
-Error corrupt() {
-  return invalid("not a valid ONNX model: the protobuf is truncated or corrupt");
-}
+Error corrupt() { return invalid("not a valid ONNX model: the protobuf is truncated or corrupt"); }
 
 }  // namespace
 
@@ -405,7 +440,8 @@ ir::Graph import_onnx(const fs::path& path, const OnnxImportOptions& options) {
     bool ok = model.ParseFromFileDescriptor(fd);
     ::close(fd);
     if (!ok) throw corrupt();
-    fs::path dir = options.external_data_dir.empty() ? path.parent_path() : options.external_data_dir;
+    fs::path dir =
+        options.external_data_dir.empty() ? path.parent_path() : options.external_data_dir;
     if (dir.empty()) dir = ".";
     return import_model(model, options, dir);
   } catch (Error& e) {

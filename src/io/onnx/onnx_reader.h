@@ -22,8 +22,13 @@
 //   - Squeeze/Unsqueeze with explicit axes; Reshape with a static target where 0 copies a dim and
 //     -1 infers one; Softmax with its axis (opset < 13 files only when that equals per-axis
 //     softmax); Pad with explicit pads and value; Cast to the value's own dtype as Identity.
+//   - Flatten with a non-negative axis; Cast/Shape/Gather/Slice/Size/ConstantOfShape never
+//     (evaluated here; Cast of a non-constant tensor to another dtype is refused).
 //   - Constants (initializers, Constant nodes, evaluated shape chains) as IR constants;
 //     Transpose/Reshape/Mul... on constants stay as nodes for fold_constants.
+// Only nodes that a graph output depends on are imported (a dead branch may hold any op), and
+// initializers are read when first used (an unused one is neither copied nor checked).
+// Sizes are bounded: dims below 2^31 (TFLite's limit), at most 2^50 elements per value.
 // Graph inputs that are also initializers (old exporters) become constants. Value names,
 // graph input and output names are kept; node names too (made unique, generated when empty).
 // Unnamed dynamic dims are anonymous (Dim::unknown) in the result.

@@ -11,21 +11,36 @@ using AP = onnx::AttributeProto;
 
 const char* attr_type_name(int type) {
   switch (type) {
-    case AP::FLOAT: return "float";
-    case AP::INT: return "int";
-    case AP::STRING: return "string";
-    case AP::TENSOR: return "tensor";
-    case AP::GRAPH: return "graph";
-    case AP::FLOATS: return "floats";
-    case AP::INTS: return "ints";
-    case AP::STRINGS: return "strings";
-    case AP::TENSORS: return "tensors";
-    case AP::GRAPHS: return "graphs";
-    case AP::SPARSE_TENSOR: return "sparse tensor";
-    case AP::SPARSE_TENSORS: return "sparse tensors";
-    case AP::TYPE_PROTO: return "type";
-    case AP::TYPE_PROTOS: return "types";
-    default: return "undefined";
+    case AP::FLOAT:
+      return "float";
+    case AP::INT:
+      return "int";
+    case AP::STRING:
+      return "string";
+    case AP::TENSOR:
+      return "tensor";
+    case AP::GRAPH:
+      return "graph";
+    case AP::FLOATS:
+      return "floats";
+    case AP::INTS:
+      return "ints";
+    case AP::STRINGS:
+      return "strings";
+    case AP::TENSORS:
+      return "tensors";
+    case AP::GRAPHS:
+      return "graphs";
+    case AP::SPARSE_TENSOR:
+      return "sparse tensor";
+    case AP::SPARSE_TENSORS:
+      return "sparse tensors";
+    case AP::TYPE_PROTO:
+      return "type";
+    case AP::TYPE_PROTOS:
+      return "types";
+    default:
+      return "undefined";
   }
 }
 
@@ -73,7 +88,8 @@ size_t NodeContext::output_count() const {
 void NodeContext::expect_inputs(size_t lo, size_t hi) const {
   size_t n = input_count();
   if (n < lo || n > hi)
-    invalid("expected " + (lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi)) +
+    invalid("expected " +
+            (lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi)) +
             " inputs, got " + std::to_string(n));
   for (size_t i = 0; i < lo; ++i)
     if (!has_input(i)) invalid("required input " + std::to_string(i) + " is missing");
@@ -82,7 +98,8 @@ void NodeContext::expect_inputs(size_t lo, size_t hi) const {
 void NodeContext::expect_outputs(size_t lo, size_t hi) const {
   size_t n = output_count();
   if (n < lo || n > hi)
-    invalid("expected " + (lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi)) +
+    invalid("expected " +
+            (lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi)) +
             " outputs, got " + std::to_string(n));
   for (size_t i = 0; i < lo; ++i)
     if (!has_output(i)) invalid("required output " + std::to_string(i) + " has no name");
@@ -97,8 +114,10 @@ ir::ValueId NodeContext::tensor(size_t i) {
   Imported& im = state_.lookup(input_name(i));
   if (im.id != ir::kNoValue) return im.id;
   if (!im.sym->is_static())
-    fail(describe_input(i) + " is a shape computation that depends on " + im.sym->describe_dynamic() +
-         "; modex evaluates such values at import time and can use them only where a static value or a Reshape "
+    fail(describe_input(i) + " is a shape computation that depends on " +
+         im.sym->describe_dynamic() +
+         "; modex evaluates such values at import time and can use them only where a static value "
+         "or a Reshape "
          "target is expected, not as a tensor computed at run time");
   im.id = state_.add_named_constant(input_name(i), sym_to_tensor(*im.sym));
   return im.id;
@@ -121,7 +140,8 @@ bool NodeContext::is_evaluated(size_t i) {
 const SymTensor& NodeContext::known(size_t i) {
   if (!is_known(i)) {
     if (!has_input(i)) invalid("required input " + std::to_string(i) + " is missing");
-    fail(describe_input(i) + " must be a constant or a shape computation that modex can evaluate when importing; "
+    fail(describe_input(i) +
+         " must be a constant or a shape computation that modex can evaluate when importing; "
          "it is a tensor computed at run time");
   }
   Imported& im = state_.lookup(input_name(i));
@@ -150,7 +170,8 @@ std::optional<Tensor> NodeContext::constant(size_t i) {
 std::vector<int64_t> NodeContext::static_ints(size_t i, const std::string& what) {
   if (!has_input(i)) invalid(what + " (input " + std::to_string(i) + ") is missing");
   if (!is_known(i))
-    fail(what + " (" + describe_input(i) + ") must be a constant or computable at import time; it is computed at run time");
+    fail(what + " (" + describe_input(i) +
+         ") must be a constant or computable at import time; it is computed at run time");
   const SymTensor& s = known(i);
   if (is_float(s.dtype)) invalid(what + " (" + describe_input(i) + ") must be an integer tensor");
   try {
@@ -166,13 +187,15 @@ DType NodeContext::input_dtype(size_t i) {
 }
 
 static double static_scalar_of(const NodeContext& c, const Tensor& t, const std::string& what) {
-  if (t.numel() != 1) c.invalid(what + " must have one element, has shape " + dims_to_string(t.shape()));
+  if (t.numel() != 1)
+    c.invalid(what + " must have one element, has shape " + dims_to_string(t.shape()));
   return float_element(t, 0);
 }
 
 double NodeContext::static_scalar(size_t i, const std::string& what) {
   std::optional<Tensor> t = constant(i);
-  if (!t) fail(what + " (" + describe_input(i) + ") must be a constant; it is computed at run time");
+  if (!t)
+    fail(what + " (" + describe_input(i) + ") must be a constant; it is computed at run time");
   return static_scalar_of(*this, *t, what);
 }
 
@@ -185,7 +208,8 @@ const onnx::AttributeProto* NodeContext::attr(const std::string& name) const {
 namespace {
 void expect_type(const NodeContext& c, const onnx::AttributeProto& a, int type) {
   if (a.type() != type)
-    c.invalid("attribute '" + a.name() + "' must be of type " + attr_type_name(type) + ", is " + attr_type_name(a.type()));
+    c.invalid("attribute '" + a.name() + "' must be of type " + attr_type_name(type) + ", is " +
+              attr_type_name(a.type()));
 }
 }  // namespace
 
@@ -210,7 +234,8 @@ std::string NodeContext::attr_string(const std::string& name, const std::string&
   return a->s();
 }
 
-std::vector<int64_t> NodeContext::attr_ints(const std::string& name, std::vector<int64_t> fallback) const {
+std::vector<int64_t> NodeContext::attr_ints(const std::string& name,
+                                            std::vector<int64_t> fallback) const {
   auto v = attr_ints(name);
   return v ? *v : std::move(fallback);
 }
@@ -273,8 +298,8 @@ void NodeContext::emit_output(ir::OpKind op, ir::OpAttrs attrs, std::vector<ir::
   set_output(0, graph().add_node1(op, std::move(attrs), std::move(inputs), name_));
 }
 
-ir::ValueId NodeContext::emit_helper(ir::OpKind op, ir::OpAttrs attrs, std::vector<ir::ValueId> inputs,
-                                     const std::string& suffix) {
+ir::ValueId NodeContext::emit_helper(ir::OpKind op, ir::OpAttrs attrs,
+                                     std::vector<ir::ValueId> inputs, const std::string& suffix) {
   return graph().add_node1(op, std::move(attrs), std::move(inputs), name_ + "/" + suffix);
 }
 

@@ -54,14 +54,19 @@ class NodeContext {
 
   // --- errors: "node 'X' (Op): <message> (opset N)" ---
   Error error(const std::string& message, ErrorKind kind = ErrorKind::kUnsupported) const;
-  [[noreturn]] void fail(const std::string& message, ErrorKind kind = ErrorKind::kUnsupported) const {
+  [[noreturn]] void fail(const std::string& message,
+                         ErrorKind kind = ErrorKind::kUnsupported) const {
     throw error(message, kind);
   }
-  [[noreturn]] void invalid(const std::string& message) const { throw error(message, ErrorKind::kInvalidInput); }
+  [[noreturn]] void invalid(const std::string& message) const {
+    throw error(message, ErrorKind::kInvalidInput);
+  }
 
   // --- inputs (trailing empty names are omitted optional inputs) ---
   size_t input_count() const;
-  bool has_input(size_t i) const { return i < input_count() && !node_.input(static_cast<int>(i)).empty(); }
+  bool has_input(size_t i) const {
+    return i < input_count() && !node_.input(static_cast<int>(i)).empty();
+  }
   const std::string& input_name(size_t i) const { return node_.input(static_cast<int>(i)); }
   void expect_inputs(size_t lo, size_t hi) const;
   // Input i as an IR value; an evaluated tensor becomes a constant (if static: otherwise the
@@ -100,7 +105,9 @@ class NodeContext {
 
   // --- outputs ---
   size_t output_count() const;
-  bool has_output(size_t i) const { return i < output_count() && !node_.output(static_cast<int>(i)).empty(); }
+  bool has_output(size_t i) const {
+    return i < output_count() && !node_.output(static_cast<int>(i)).empty();
+  }
   // True when a node being imported reads output i, or it is a graph output.
   bool output_used(size_t i) const;
   void expect_outputs(size_t lo, size_t hi) const;
@@ -112,7 +119,8 @@ class NodeContext {
   // An IR node named after this node, its output bound to output 0.
   void emit_output(ir::OpKind op, ir::OpAttrs attrs, std::vector<ir::ValueId> inputs);
   // A helper node "<name>/<suffix>" (extra steps of this node's lowering); returns its output.
-  ir::ValueId emit_helper(ir::OpKind op, ir::OpAttrs attrs, std::vector<ir::ValueId> inputs, const std::string& suffix);
+  ir::ValueId emit_helper(ir::OpKind op, ir::OpAttrs attrs, std::vector<ir::ValueId> inputs,
+                          const std::string& suffix);
   ir::ValueId add_constant(Tensor value, const std::string& suffix);
   // "<op_type> ... " value descriptions for messages.
   std::string describe_input(size_t i) const;

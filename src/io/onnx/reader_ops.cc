@@ -57,13 +57,16 @@ Tensor float_scalar(double v, DType dtype) {
 }
 
 // Explicit [begins..., ends...] pads for a 2-D Conv/pool, resolving auto_pad from the input size.
-std::vector<int64_t> resolve_pads(NodeContext& c, const ir::Shape& x, const std::vector<int64_t>& kernel,
-                                  const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations) {
+std::vector<int64_t> resolve_pads(NodeContext& c, const ir::Shape& x,
+                                  const std::vector<int64_t>& kernel,
+                                  const std::vector<int64_t>& strides,
+                                  const std::vector<int64_t>& dilations) {
   const size_t k = kernel.size();
   if (k != 2 || strides.size() != k || dilations.size() != k)
     c.invalid("kernel_shape, strides and dilations must have one entry per spatial dim (2)");
   for (size_t i = 0; i < k; ++i) {
-    if (kernel[i] < 1 || strides[i] < 1 || dilations[i] < 1) c.invalid("kernel_shape, strides and dilations must be >= 1");
+    if (kernel[i] < 1 || strides[i] < 1 || dilations[i] < 1)
+      c.invalid("kernel_shape, strides and dilations must be >= 1");
     if (kernel[i] > kMaxDim || strides[i] > kMaxDim || dilations[i] > kMaxDim)
       c.invalid("kernel_shape, strides and dilations must be < 2^31");
   }
@@ -79,7 +82,8 @@ std::vector<int64_t> resolve_pads(NodeContext& c, const ir::Shape& x, const std:
   }
   if (c.has_attr("pads")) c.invalid("pads cannot be given together with auto_pad=" + auto_pad);
   if (auto_pad == "VALID") return std::vector<int64_t>(2 * k, 0);
-  if (auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER") c.invalid("auto_pad=" + auto_pad + " is not a valid value");
+  if (auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER")
+    c.invalid("auto_pad=" + auto_pad + " is not a valid value");
   std::vector<int64_t> pads(2 * k);
   for (size_t i = 0; i < k; ++i) {
     // The spec's rule: pad so the output has ceil(in / stride) elements.
@@ -92,9 +96,10 @@ std::vector<int64_t> resolve_pads(NodeContext& c, const ir::Shape& x, const std:
       int64_t out = (in.value + strides[i] - 1) / strides[i];
       total = std::max<int64_t>(0, checked_mul(c, out - 1, strides[i]) + effective - in.value);
     } else {
-      throw c.error("auto_pad=" + auto_pad + " with stride " + std::to_string(strides[i]) +
-                    " needs a static input size, but spatial dim " + std::to_string(i) + " of input " +
-                    ir::shape_to_string(x) + " is dynamic")
+      throw c
+          .error("auto_pad=" + auto_pad + " with stride " + std::to_string(strides[i]) +
+                 " needs a static input size, but spatial dim " + std::to_string(i) + " of input " +
+                 ir::shape_to_string(x) + " is dynamic")
           .hint("give the input a static height and width (the importer's input_shapes option)");
     }
     int64_t begin = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
@@ -106,7 +111,8 @@ std::vector<int64_t> resolve_pads(NodeContext& c, const ir::Shape& x, const std:
 
 void require_rank(NodeContext& c, const ir::Shape& s, size_t rank, const std::string& what) {
   if (s.size() != rank)
-    c.fail(what + " (rank " + std::to_string(rank) + " input); the input has shape " + ir::shape_to_string(s));
+    c.fail(what + " (rank " + std::to_string(rank) + " input); the input has shape " +
+           ir::shape_to_string(s));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,10 +171,13 @@ void build_average_pool(NodeContext& c) { build_pool(c, OpKind::kAveragePool); }
 void build_batchnorm(NodeContext& c) {
   c.expect_inputs(5, 5);
   c.expect_outputs(1, 5);
-  if (c.attr_flag("training_mode", false)) c.fail("training_mode=1 is not supported; export the model in eval mode");
+  if (c.attr_flag("training_mode", false))
+    c.fail("training_mode=1 is not supported; export the model in eval mode");
   for (size_t i = 1; i < c.output_count(); ++i)
     if (c.has_output(i))
-      c.fail("the running mean/variance outputs (training mode) are not supported; export the model in eval mode");
+      c.fail(
+          "the running mean/variance outputs (training mode) are not supported; export the model "
+          "in eval mode");
   c.attr_float("momentum", 0.9f);  // only updates running statistics in training
   ir::BatchNormAttrs a;
   a.epsilon = c.attr_float("epsilon", 1e-5f);
@@ -195,7 +204,9 @@ void build_clip(NodeContext& c) {
   if (lo == -kInf && hi == kInf) return c.emit_output(OpKind::kIdentity, ir::NoAttrs{}, {x});
   // Bounds outside float range clip nothing a float32 tensor can hold.
   auto to_float = [](double v) {
-    return std::fabs(v) > std::numeric_limits<float>::max() ? static_cast<float>(v > 0 ? kInf : -kInf) : static_cast<float>(v);
+    return std::fabs(v) > std::numeric_limits<float>::max()
+               ? static_cast<float>(v > 0 ? kInf : -kInf)
+               : static_cast<float>(v);
   };
   ir::ClipAttrs a;
   a.min = to_float(lo);
@@ -240,7 +251,8 @@ Tensor transpose_2d(const Tensor& t) {
   Tensor out = Tensor::zeros(t.dtype(), {cols, rows});
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < cols; ++k)
-      std::copy_n(t.raw() + static_cast<size_t>(r * cols + k) * es, es, out.raw_mutable() + static_cast<size_t>(k * rows + r) * es);
+      std::copy_n(t.raw() + static_cast<size_t>(r * cols + k) * es, es,
+                  out.raw_mutable() + static_cast<size_t>(k * rows + r) * es);
   return out;
 }
 
@@ -248,7 +260,8 @@ Tensor transpose_2d(const Tensor& t) {
 Tensor scaled(const Tensor& t, double factor, const Dims& shape) {
   Tensor wide = Tensor::zeros(DType::kFloat64, shape);
   const int64_t n = wide.numel();
-  for (int64_t k = 0; k < n; ++k) wide.data_mutable<double>()[k] = factor * float_element(t, t.numel() == n ? k : k % t.numel());
+  for (int64_t k = 0; k < n; ++k)
+    wide.data_mutable<double>()[k] = factor * float_element(t, t.numel() == n ? k : k % t.numel());
   return cast_tensor(wide, t.dtype());
 }
 
@@ -269,9 +282,12 @@ void build_gemm(NodeContext& c) {
   const bool trans_b = c.attr_flag("transB", false);
   ir::ValueId a = c.tensor(0);
   const DType dtype = c.graph().value(a).dtype;
-  if (shape_of(c, a).size() != 2) c.invalid("A must be a matrix, has shape " + ir::shape_to_string(shape_of(c, a)));
-  if (!is_float(dtype)) c.fail("Gemm on " + std::string(dtype_name(dtype)) + " tensors is not supported");
-  if (trans_a) a = c.emit_helper(OpKind::kTranspose, ir::TransposeAttrs{{1, 0}}, {a}, "transpose_a");
+  if (shape_of(c, a).size() != 2)
+    c.invalid("A must be a matrix, has shape " + ir::shape_to_string(shape_of(c, a)));
+  if (!is_float(dtype))
+    c.fail("Gemm on " + std::string(dtype_name(dtype)) + " tensors is not supported");
+  if (trans_a)
+    a = c.emit_helper(OpKind::kTranspose, ir::TransposeAttrs{{1, 0}}, {a}, "transpose_a");
   const bool use_c = c.has_input(2) && beta != 0.0;
 
   std::optional<Tensor> b_const = c.constant(1);
@@ -297,8 +313,10 @@ void build_gemm(NodeContext& c) {
     y = c.emit_helper(OpKind::kGemm, ir::GemmAttrs{}, inputs, "gemm");
   } else {
     ir::ValueId b = c.tensor(1);
-    if (shape_of(c, b).size() != 2) c.invalid("B must be a matrix, has shape " + ir::shape_to_string(shape_of(c, b)));
-    if (trans_b) b = c.emit_helper(OpKind::kTranspose, ir::TransposeAttrs{{1, 0}}, {b}, "transpose_b");
+    if (shape_of(c, b).size() != 2)
+      c.invalid("B must be a matrix, has shape " + ir::shape_to_string(shape_of(c, b)));
+    if (trans_b)
+      b = c.emit_helper(OpKind::kTranspose, ir::TransposeAttrs{{1, 0}}, {b}, "transpose_b");
     if (alpha == 1.0) {
       if (!use_c) return c.emit_output(OpKind::kMatMul, ir::NoAttrs{}, {a, b});
       y = c.emit_helper(OpKind::kMatMul, ir::NoAttrs{}, {a, b}, "matmul");
@@ -315,7 +333,8 @@ void build_gemm(NodeContext& c) {
     if (std::optional<Tensor> cc = c.constant(2))
       cv = c.add_constant(scaled(*cc, beta, cc->shape()), "beta_c");
     else
-      cv = c.emit_helper(OpKind::kMul, ir::BinaryAttrs{}, {cv, c.add_constant(float_scalar(beta, dtype), "beta")}, "beta_mul");
+      cv = c.emit_helper(OpKind::kMul, ir::BinaryAttrs{},
+                         {cv, c.add_constant(float_scalar(beta, dtype), "beta")}, "beta_mul");
   }
   c.emit_output(OpKind::kAdd, ir::BinaryAttrs{}, {y, cv});
 }
@@ -335,16 +354,20 @@ void build_softmax_v1(NodeContext& c) {
   ir::Shape xs = shape_of(c, x);
   const int64_t r = static_cast<int64_t>(xs.size());
   const int64_t given = c.attr_int("axis", 1);
-  if (given < -r || given >= r) c.invalid("axis " + std::to_string(given) + " is out of range for shape " + ir::shape_to_string(xs));
+  if (given < -r || given >= r)
+    c.invalid("axis " + std::to_string(given) + " is out of range for shape " +
+              ir::shape_to_string(xs));
   const int64_t axis = given < 0 ? given + r : given;
   std::vector<int64_t> wide;
   for (int64_t d = axis; d < r; ++d)
-    if (!(xs[static_cast<size_t>(d)].is_static() && xs[static_cast<size_t>(d)].value == 1)) wide.push_back(d);
+    if (!(xs[static_cast<size_t>(d)].is_static() && xs[static_cast<size_t>(d)].value == 1))
+      wide.push_back(d);
   if (wide.size() > 1)
-    c.fail("Softmax with axis=" + std::to_string(given) + " on shape " + ir::shape_to_string(xs) +
-           " normalises over dims " + std::to_string(axis) + ".." + std::to_string(r - 1) +
-           " together (the coerce-to-2-D semantics before opset 13), which is not a per-axis softmax; "
-           "modex supports it only when the axis is the last dim (or the dims after it are 1)");
+    c.fail(
+        "Softmax with axis=" + std::to_string(given) + " on shape " + ir::shape_to_string(xs) +
+        " normalises over dims " + std::to_string(axis) + ".." + std::to_string(r - 1) +
+        " together (the coerce-to-2-D semantics before opset 13), which is not a per-axis softmax; "
+        "modex supports it only when the axis is the last dim (or the dims after it are 1)");
   const int64_t per_axis = wide.empty() ? axis : wide[0];
   ir::AxisAttrs a;
   a.axis = per_axis == axis ? given : per_axis;
@@ -378,21 +401,23 @@ void build_pad(NodeContext& c) {
   c.expect_inputs(2, 3);
   c.expect_outputs(1, 1);
   const std::string mode = c.attr_string("mode", "constant");
-  if (mode != "constant") c.fail("mode=" + mode + " is not supported; modex pads with a constant only");
+  if (mode != "constant")
+    c.fail("mode=" + mode + " is not supported; modex pads with a constant only");
   ir::ValueId x = c.tensor(0);
   const size_t rank = shape_of(c, x).size();
   ir::PadAttrs a;
   a.pads = c.static_ints(1, "pads");
   if (a.pads.size() != 2 * rank)
-    c.invalid("pads has " + std::to_string(a.pads.size()) + " entries; a rank-" + std::to_string(rank) + " input needs " +
-              std::to_string(2 * rank));
+    c.invalid("pads has " + std::to_string(a.pads.size()) + " entries; a rank-" +
+              std::to_string(rank) + " input needs " + std::to_string(2 * rank));
   for (int64_t p : a.pads) {
     if (p < 0) c.fail("negative pads (cropping) are not supported");
     if (p > kMaxDim) c.invalid("pads must be < 2^31");
   }
   if (c.has_input(2)) {
     double v = c.static_scalar(2, "constant_value");
-    if (std::isfinite(v) && std::fabs(v) > std::numeric_limits<float>::max()) c.fail("constant_value does not fit float32");
+    if (std::isfinite(v) && std::fabs(v) > std::numeric_limits<float>::max())
+      c.fail("constant_value does not fit float32");
     a.value = static_cast<float>(v);
   }
   c.emit_output(OpKind::kPad, a, {x});
@@ -409,7 +434,8 @@ void build_flatten(NodeContext& c) {
   ir::FlattenAttrs a;
   a.axis = c.attr_int("axis", 1);
   if (a.axis < -rank || a.axis > rank)
-    c.invalid("axis " + std::to_string(a.axis) + " is out of range for rank " + std::to_string(rank));
+    c.invalid("axis " + std::to_string(a.axis) + " is out of range for rank " +
+              std::to_string(rank));
   // ONNX's negative axis counts from the rank (-1 on rank 4 is 3). Written out as non-negative
   // because the IR's shape function offsets negative Flatten axes by rank + 1.
   if (a.axis < 0) a.axis += rank;
@@ -425,16 +451,18 @@ bool is_own_dim(const SymElem& e, ir::ValueId x, size_t i, const ir::Dim& d) {
 // The IR target (static dims, 0 = copy, -1 = infer) for a target tensor that may hold run-time
 // dims: a dim equal to the input's own dim at that position becomes 0, and one other run-time
 // value can become -1. When every dynamic input dim is copied, the -1 is computed.
-std::vector<int64_t> resolve_reshape_target(NodeContext& c, ir::ValueId x, const ir::Shape& xs, const SymTensor& target,
-                                            bool allowzero) {
-  if (target.shape.size() != 1) c.invalid("the target shape must be a 1-D tensor, has shape " + dims_to_string(target.shape));
+std::vector<int64_t> resolve_reshape_target(NodeContext& c, ir::ValueId x, const ir::Shape& xs,
+                                            const SymTensor& target, bool allowzero) {
+  if (target.shape.size() != 1)
+    c.invalid("the target shape must be a 1-D tensor, has shape " + dims_to_string(target.shape));
   if (is_float(target.dtype)) c.invalid("the target shape must be an integer tensor");
   std::vector<int64_t> out;
   int infer_at = -1;
   auto infer_here = [&](size_t i, const std::string& what) {
     if (infer_at >= 0)
-      c.fail("cannot resolve the Reshape target at import time: elements " + std::to_string(infer_at) + " and " +
-             std::to_string(i) + " are both unknown until run time (" + what + ")");
+      c.fail("cannot resolve the Reshape target at import time: elements " +
+             std::to_string(infer_at) + " and " + std::to_string(i) +
+             " are both unknown until run time (" + what + ")");
     infer_at = static_cast<int>(i);
     out.push_back(-1);
   };
@@ -446,7 +474,10 @@ std::vector<int64_t> resolve_reshape_target(NodeContext& c, ir::ValueId x, const
       else
         infer_here(i, target.describe_dynamic());
     } else if (e.i == 0) {
-      if (allowzero) c.fail("allowzero=1 with a 0 in the target makes a zero-sized tensor, which modex does not support");
+      if (allowzero)
+        c.fail(
+            "allowzero=1 with a 0 in the target makes a zero-sized tensor, which modex does not "
+            "support");
       out.push_back(0);
     } else if (e.i == -1) {
       infer_here(i, "a -1 in the target");
@@ -465,12 +496,15 @@ std::vector<int64_t> resolve_reshape_target(NodeContext& c, ir::ValueId x, const
     bool computable = true;
     for (size_t j = 0; j < xs.size(); ++j) {
       if (j < out.size() && out[j] == 0) continue;  // copied: on both sides of the equation
-      if (!xs[j].is_static()) computable = false;
-      else if (__builtin_mul_overflow(rest, xs[j].value, &rest)) computable = false;
+      if (!xs[j].is_static())
+        computable = false;
+      else if (__builtin_mul_overflow(rest, xs[j].value, &rest))
+        computable = false;
     }
     for (size_t i = 0; i < out.size(); ++i)
       if (out[i] > 0 && __builtin_mul_overflow(known, out[i], &known)) computable = false;
-    if (computable && known > 0 && rest % known == 0) out[static_cast<size_t>(infer_at)] = rest / known;
+    if (computable && known > 0 && rest % known == 0)
+      out[static_cast<size_t>(infer_at)] = rest / known;
   }
   return out;
 }
@@ -479,10 +513,12 @@ void build_reshape(NodeContext& c) {
   c.expect_inputs(2, 2);
   c.expect_outputs(1, 1);
   const bool allowzero = c.attr_flag("allowzero", false);
-  if (!c.is_known(1)) c.fail("the target shape (input 1) must be a constant or computable at import time");
+  if (!c.is_known(1))
+    c.fail("the target shape (input 1) must be a constant or computable at import time");
   const SymTensor target = c.known(1);
   if (evaluate_here(c, {0}))
-    return c.set_output(0, sym_reshape(c.known(0), sym_static_ints(target, "the Reshape target"), allowzero));
+    return c.set_output(
+        0, sym_reshape(c.known(0), sym_static_ints(target, "the Reshape target"), allowzero));
   ir::ValueId x = c.tensor(0);
   ir::ReshapeAttrs a;
   a.shape = resolve_reshape_target(c, x, shape_of(c, x), target, allowzero);
@@ -497,8 +533,8 @@ void build_squeeze(NodeContext& c, std::vector<int64_t> axes) {
     // Which dims are 1 must be known now: a dynamic dim might be 1 at run time.
     for (size_t d = 0; d < xs.size(); ++d) {
       if (!xs[d].is_static())
-        c.fail("Squeeze without axes on shape " + ir::shape_to_string(xs) + " is ambiguous: dim " + std::to_string(d) +
-               " is dynamic");
+        c.fail("Squeeze without axes on shape " + ir::shape_to_string(xs) + " is ambiguous: dim " +
+               std::to_string(d) + " is dynamic");
       if (xs[d].value == 1) axes.push_back(static_cast<int64_t>(d));
     }
   }
@@ -564,9 +600,12 @@ void build_concat(NodeContext& c) {
   int64_t total = 0;
   for (ir::ValueId v : values) {
     const ir::Shape& s = c.graph().value(v).shape;
-    if (axis < -static_cast<int64_t>(s.size()) || axis >= static_cast<int64_t>(s.size())) continue;  // the IR reports it
-    const ir::Dim& d = s[static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(s.size()) : axis)];
-    if (d.is_static() && (total += d.value) > kMaxElements) c.invalid("the concatenated tensor is too large");
+    if (axis < -static_cast<int64_t>(s.size()) || axis >= static_cast<int64_t>(s.size()))
+      continue;  // the IR reports it
+    const ir::Dim& d =
+        s[static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(s.size()) : axis)];
+    if (d.is_static() && (total += d.value) > kMaxElements)
+      c.invalid("the concatenated tensor is too large");
   }
   c.emit_output(OpKind::kConcat, ir::AxisAttrs{axis}, values);
 }
@@ -587,7 +626,8 @@ void build_identity(NodeContext& c) {
 // model that reads it rather than materialise it.
 void build_dropout(NodeContext& c) {
   c.expect_outputs(1, 2);
-  if (c.output_used(1)) c.fail("the mask output of Dropout is used; modex supports inference-mode Dropout without it");
+  if (c.output_used(1))
+    c.fail("the mask output of Dropout is used; modex supports inference-mode Dropout without it");
   forward_input(c);
 }
 
@@ -608,11 +648,13 @@ void build_dropout_v12(NodeContext& c) {
 void build_constant(NodeContext& c) {
   c.expect_inputs(0, 0);
   c.expect_outputs(1, 1);
-  static const char* const kForms[] = {"value", "sparse_value", "value_float", "value_floats",
-                                       "value_int", "value_ints", "value_string", "value_strings"};
+  static const char* const kForms[] = {"value",        "sparse_value", "value_float",
+                                       "value_floats", "value_int",    "value_ints",
+                                       "value_string", "value_strings"};
   int forms = 0;
   for (const char* f : kForms) forms += c.has_attr(f) ? 1 : 0;
-  if (forms != 1) c.invalid("a Constant needs exactly one value attribute, has " + std::to_string(forms));
+  if (forms != 1)
+    c.invalid("a Constant needs exactly one value attribute, has " + std::to_string(forms));
   Tensor t;
   if (c.has_attr("value")) {
     t = c.attr_tensor_value("value");
@@ -661,8 +703,10 @@ void build_gather(NodeContext& c) {
   c.expect_outputs(1, 1);
   const int64_t axis = c.attr_int("axis", 0);
   if (!c.is_known(0))
-    c.fail("Gather is supported only on shape computations and small constants (modex's IR has no Gather); " +
-           c.describe_input(0) + " is computed at run time or too large");
+    c.fail(
+        "Gather is supported only on shape computations and small constants (modex's IR has no "
+        "Gather); " +
+        c.describe_input(0) + " is computed at run time or too large");
   if (!c.is_known(1)) c.fail("the Gather indices must be constant");
   c.set_output(0, sym_gather(c.known(0), c.known(1), axis));
 }
@@ -671,8 +715,10 @@ void build_slice(NodeContext& c) {
   c.expect_inputs(3, 5);
   c.expect_outputs(1, 1);
   if (!c.is_known(0))
-    c.fail("Slice is supported only on shape computations and small constants (modex's IR has no Slice); " +
-           c.describe_input(0) + " is computed at run time or too large");
+    c.fail(
+        "Slice is supported only on shape computations and small constants (modex's IR has no "
+        "Slice); " +
+        c.describe_input(0) + " is computed at run time or too large");
   std::vector<int64_t> starts = c.static_ints(1, "starts");
   std::vector<int64_t> ends = c.static_ints(2, "ends");
   std::vector<int64_t> axes = c.has_input(3) ? c.static_ints(3, "axes") : std::vector<int64_t>{};
@@ -685,10 +731,16 @@ void build_cast(NodeContext& c) {
   c.expect_outputs(1, 1);
   if (!c.has_attr("to")) c.invalid("attribute 'to' is required");
   const int64_t code = c.attr_int("to", 0);
-  std::optional<DType> to = code >= INT32_MIN && code <= INT32_MAX ? dtype_from_onnx(static_cast<int32_t>(code)) : std::nullopt;
-  if (!to) c.fail("Cast to " + onnx_dtype_name(static_cast<int32_t>(std::clamp<int64_t>(code, INT32_MIN, INT32_MAX))) + " is not supported");
+  std::optional<DType> to = code >= INT32_MIN && code <= INT32_MAX
+                                ? dtype_from_onnx(static_cast<int32_t>(code))
+                                : std::nullopt;
+  if (!to)
+    c.fail("Cast to " +
+           onnx_dtype_name(static_cast<int32_t>(std::clamp<int64_t>(code, INT32_MIN, INT32_MAX))) +
+           " is not supported");
   if (c.is_known(0)) return c.set_output(0, sym_cast(c.known(0), *to));
-  if (std::optional<Tensor> t = c.constant(0)) return c.set_output(0, c.add_constant(cast_tensor(*t, *to), "value"));
+  if (std::optional<Tensor> t = c.constant(0))
+    return c.set_output(0, c.add_constant(cast_tensor(*t, *to), "value"));
   ir::ValueId x = c.tensor(0);
   DType from = c.graph().value(x).dtype;
   if (from != *to)
@@ -704,14 +756,16 @@ void build_constant_of_shape(NodeContext& c) {
   Tensor value = c.has_attr("value") ? c.attr_tensor_value("value") : Tensor::scalar_float(0.0f);
   if (value.numel() != 1) c.invalid("attribute 'value' must have one element");
   int64_t numel = checked_numel(shape);
-  if (numel <= kMaxSymbolicElements) return c.set_output(0, sym_constant_of_shape(shape, sym_from_tensor(value)));
+  if (numel <= kMaxSymbolicElements)
+    return c.set_output(0, sym_constant_of_shape(shape, sym_from_tensor(value)));
   // Larger fills become an IR constant; far beyond any classifier's needs is a hostile file.
   constexpr int64_t kMaxBytes = int64_t{1} << 26;
   if (numel > kMaxBytes / static_cast<int64_t>(dtype_size(value.dtype())))
     c.fail("ConstantOfShape of shape " + dims_to_string(shape) + " is too large to materialise");
   Tensor out = Tensor::zeros(value.dtype(), shape);
   const size_t es = dtype_size(value.dtype());
-  for (int64_t k = 0; k < numel; ++k) std::copy_n(value.raw(), es, out.raw_mutable() + static_cast<size_t>(k) * es);
+  for (int64_t k = 0; k < numel; ++k)
+    std::copy_n(value.raw(), es, out.raw_mutable() + static_cast<size_t>(k) * es);
   c.set_output(0, c.add_constant(std::move(out), "value"));
 }
 
@@ -719,6 +773,8 @@ void build_constant_of_shape(NodeContext& c) {
 // The table
 
 const std::vector<OpRule>& rules() {
+  // One row per form reads as a table; kept unwrapped.
+  // clang-format off
   static const std::vector<OpRule> table = {
       {"Conv", 11, 17, {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}, build_conv},
       {"BatchNormalization", 11, 13, {"epsilon", "momentum"}, build_batchnorm},
@@ -767,6 +823,7 @@ const std::vector<OpRule>& rules() {
       {"Cast", 11, 17, {"to"}, build_cast},
       {"ConstantOfShape", 11, 17, {"value"}, build_constant_of_shape},
   };
+  // clang-format on
   return table;
 }
 

@@ -76,8 +76,9 @@ SymTensor sym_size_of(const ir::Value& v);
 enum class SymBinaryOp { kAdd, kSub, kMul, kDiv };
 SymTensor sym_binary(SymBinaryOp op, const SymTensor& a, const SymTensor& b);
 SymTensor sym_gather(const SymTensor& data, const SymTensor& indices, int64_t axis);
-SymTensor sym_slice(const SymTensor& data, const std::vector<int64_t>& starts, const std::vector<int64_t>& ends,
-                    std::vector<int64_t> axes, std::vector<int64_t> steps);
+SymTensor sym_slice(const SymTensor& data, const std::vector<int64_t>& starts,
+                    const std::vector<int64_t>& ends, std::vector<int64_t> axes,
+                    std::vector<int64_t> steps);
 SymTensor sym_concat(const std::vector<const SymTensor*>& inputs, int64_t axis);
 SymTensor sym_reshape(const SymTensor& data, const std::vector<int64_t>& target, bool allowzero);
 SymTensor sym_transpose(const SymTensor& data, std::vector<int64_t> perm);

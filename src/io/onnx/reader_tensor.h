@@ -27,7 +27,8 @@ std::string onnx_dtype_name(int32_t data_type);
 
 // The tensor's data, from raw_data, the typed field its dtype uses, or external data resolved in
 // `external_data_dir` (empty: external data is refused). Errors name the tensor.
-Tensor tensor_from_proto(const onnx::TensorProto& proto, const std::filesystem::path& external_data_dir);
+Tensor tensor_from_proto(const onnx::TensorProto& proto,
+                         const std::filesystem::path& external_data_dir);
 
 // Element values of any dtype. Integers keep their exact value (uint64 above INT64_MAX as its
 // two's-complement bit pattern); floats are read as double.
