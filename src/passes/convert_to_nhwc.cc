@@ -2,6 +2,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "core/tensor_ops.h"
 #include "passes/passes.h"
 
 namespace modex::passes {
@@ -19,32 +20,6 @@ const std::vector<int64_t> kToNchw{0, 3, 1, 2};
 int64_t nhwc_axis(int64_t axis) {
   static const int64_t kMap[4] = {0, 3, 1, 2};
   return kMap[axis < 0 ? axis + 4 : axis];
-}
-
-Tensor transpose_constant(const Tensor& t, const std::vector<int64_t>& perm) {
-  Dims in = t.shape();
-  size_t r = in.size();
-  Dims out(r);
-  for (size_t i = 0; i < r; ++i) out[i] = in[static_cast<size_t>(perm[i])];
-  Dims in_st(r, 1), out_st(r, 1);
-  for (size_t i = r; i-- > 1;) {
-    in_st[i - 1] = in_st[i] * in[i];
-    out_st[i - 1] = out_st[i] * out[i];
-  }
-  Tensor res = Tensor::zeros(t.dtype(), out);
-  size_t es = dtype_size(t.dtype());
-  const uint8_t* src = t.raw();
-  uint8_t* dst = res.raw_mutable();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    int64_t s = 0, rem = i;
-    for (size_t d = 0; d < r; ++d) {
-      int64_t idx = rem / out_st[d];
-      rem %= out_st[d];
-      s += idx * in_st[static_cast<size_t>(perm[d])];
-    }
-    std::memcpy(dst + static_cast<size_t>(i) * es, src + static_cast<size_t>(s) * es, es);
-  }
-  return res;
 }
 
 struct Mapped {
@@ -124,7 +99,7 @@ class NhwcRewriter {
     Mapped m = get(v);
     if (m.nhwc) return m.id;
     const ir::Value& val = src_.value(v);
-    if (val.is_constant()) return out_.add_constant(val.name + "_nhwc", transpose_constant(val.constant, kToNhwc));
+    if (val.is_constant()) return out_.add_constant(val.name + "_nhwc", transposed(val.constant, kToNhwc));
     return out_.add_node1(OpKind::kTranspose, ir::TransposeAttrs{kToNhwc}, {m.id}, val.name + "/to_nhwc");
   }
 
@@ -142,7 +117,7 @@ class NhwcRewriter {
     if (d.empty() || (d.size() == 1 && d[0] == 1)) return get(v).id;
     Dims full(4 - d.size(), 1);
     full.insert(full.end(), d.begin(), d.end());
-    return out_.add_constant(val.name + "_nhwc", transpose_constant(val.constant.reshaped(full), kToNhwc));
+    return out_.add_constant(val.name + "_nhwc", transposed(val.constant.reshaped(full), kToNhwc));
   }
 
   void set(const ir::Node& n, ValueId id, bool nhwc_layout) {
@@ -166,7 +141,7 @@ class NhwcRewriter {
         a.layout = ir::Layout::kNHWC;
         const ir::Value& w = src_.value(n.inputs[1]);
         if (!w.is_constant()) throw fail(n, "convolution weights must be constant");
-        std::vector<ValueId> ins{nhwc(n.inputs[0]), out_.add_constant(w.name, transpose_constant(w.constant, kToNhwc))};
+        std::vector<ValueId> ins{nhwc(n.inputs[0]), out_.add_constant(w.name, transposed(w.constant, kToNhwc))};
         if (n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue) ins.push_back(get(n.inputs[2]).id);
         set(n, add(n, OpKind::kConv, a, ins), true);
         return;

@@ -2,17 +2,11 @@
 #include <cmath>
 #include <functional>
 
+#include "core/tensor_ops.h"
 #include "passes/passes.h"
 
 namespace modex::passes {
 namespace {
-
-// Row-major strides of a shape.
-Dims strides_of(const Dims& shape) {
-  Dims s(shape.size(), 1);
-  for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
-  return s;
-}
 
 // out[i] = f(a[ia], b[ib]) with numpy broadcasting, computed in double and stored in out's dtype.
 Tensor broadcast_binary(const Tensor& a, const Tensor& b, const Dims& out_shape, DType dtype,
@@ -35,7 +29,7 @@ Tensor broadcast_binary(const Tensor& a, const Tensor& b, const Dims& out_shape,
     return d;
   };
   Dims ash = aligned(a.shape()), bsh = aligned(b.shape());
-  Dims ast = strides_of(ash), bst = strides_of(bsh), ost = strides_of(out_shape);
+  Dims ast = row_major_strides(ash), bst = row_major_strides(bsh), ost = row_major_strides(out_shape);
   int64_t n = checked_numel(out_shape);
   Tensor out = Tensor::zeros(dtype, out_shape);
   for (int64_t i = 0; i < n; ++i) {
@@ -59,27 +53,6 @@ Tensor map_unary(const Tensor& x, const std::function<float(float)>& f) {
   std::vector<float> v = x.to_float_vector();
   for (float& e : v) e = f(e);
   return Tensor::from_floats(x.shape(), v);
-}
-
-Tensor transpose(const Tensor& x, std::vector<int64_t> perm) {
-  size_t r = static_cast<size_t>(x.rank());
-  if (perm.empty())
-    for (size_t i = r; i-- > 0;) perm.push_back(static_cast<int64_t>(i));
-  Dims out_shape(r);
-  for (size_t i = 0; i < r; ++i) out_shape[i] = x.shape()[static_cast<size_t>(perm[i])];
-  Dims in_st = strides_of(x.shape()), out_st = strides_of(out_shape);
-  Tensor out = Tensor::zeros(x.dtype(), out_shape);
-  size_t es = dtype_size(x.dtype());
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    int64_t src = 0, rem = i;
-    for (size_t d = 0; d < r; ++d) {
-      int64_t idx = rem / out_st[d];
-      rem %= out_st[d];
-      src += idx * in_st[static_cast<size_t>(perm[d])];
-    }
-    std::copy_n(x.raw() + src * static_cast<int64_t>(es), es, out.raw_mutable() + i * static_cast<int64_t>(es));
-  }
-  return out;
 }
 
 Tensor concat(const std::vector<const Tensor*>& xs, int64_t axis, const Dims& out_shape) {
@@ -116,7 +89,7 @@ std::optional<Tensor> evaluate(const ir::Graph& g, const ir::Node& n) {
     case ir::OpKind::kFlatten:
     case ir::OpKind::kSqueeze:
     case ir::OpKind::kUnsqueeze: return in[0]->reshaped(*out_dims);
-    case ir::OpKind::kTranspose: return transpose(*in[0], n.attr<ir::TransposeAttrs>().perm);
+    case ir::OpKind::kTranspose: return transposed(*in[0], n.attr<ir::TransposeAttrs>().perm);
     case ir::OpKind::kConcat: return concat(in, n.attr<ir::AxisAttrs>().axis, *out_dims);
     case ir::OpKind::kRelu:
       if (!floaty) return std::nullopt;

@@ -5,16 +5,12 @@
 #include <cstring>
 #include <limits>
 
+#include "core/tensor_ops.h"
+
 namespace modex::runtime {
 namespace {
 
 using ir::OpKind;
-
-Dims strides_of(const Dims& shape) {
-  Dims s(shape.size(), 1);
-  for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
-  return s;
-}
 
 float apply_activation(ir::Activation a, float x) {
   switch (a) {
@@ -122,7 +118,7 @@ Tensor broadcast(const Tensor& a, const Tensor& b, const Dims& out_shape, F f) {
     return d;
   };
   Dims ash = aligned(a.shape()), bsh = aligned(b.shape());
-  Dims ast = strides_of(ash), bst = strides_of(bsh), ost = strides_of(out_shape);
+  Dims ast = row_major_strides(ash), bst = row_major_strides(bsh), ost = row_major_strides(out_shape);
   Tensor y = Tensor::zeros(DType::kFloat32, out_shape);
   const float* ad = a.data<float>();
   const float* bd = b.data<float>();
@@ -149,27 +145,6 @@ Tensor unary(const Tensor& x, F f) {
   return y;
 }
 
-Tensor transpose(const Tensor& x, std::vector<int64_t> perm) {
-  size_t r = static_cast<size_t>(x.rank());
-  if (perm.empty())
-    for (size_t i = r; i-- > 0;) perm.push_back(static_cast<int64_t>(i));
-  Dims out(r);
-  for (size_t i = 0; i < r; ++i) out[i] = x.shape()[static_cast<size_t>(perm[i])];
-  Dims ist = strides_of(x.shape()), ost = strides_of(out);
-  Tensor y = Tensor::zeros(x.dtype(), out);
-  size_t es = dtype_size(x.dtype());
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    int64_t s = 0, rem = i;
-    for (size_t d = 0; d < r; ++d) {
-      int64_t idx = rem / ost[d];
-      rem %= ost[d];
-      s += idx * ist[static_cast<size_t>(perm[d])];
-    }
-    std::memcpy(y.raw_mutable() + static_cast<size_t>(i) * es, x.raw() + static_cast<size_t>(s) * es, es);
-  }
-  return y;
-}
-
 // Reduces `axes` by mean; output has keepdims shape `kept` (same rank as x).
 Tensor reduce_mean(const Tensor& x, const std::vector<bool>& reduced, const Dims& out_shape) {
   size_t r = static_cast<size_t>(x.rank());
@@ -179,7 +154,7 @@ Tensor reduce_mean(const Tensor& x, const std::vector<bool>& reduced, const Dims
     kept[d] = reduced[d] ? 1 : x.shape()[d];
     if (reduced[d]) count *= x.shape()[d];
   }
-  Dims kst = strides_of(kept), xst = strides_of(x.shape());
+  Dims kst = row_major_strides(kept), xst = row_major_strides(x.shape());
   std::vector<double> acc(static_cast<size_t>(checked_numel(kept)), 0.0);
   for (int64_t i = 0; i < x.numel(); ++i) {
     int64_t o = 0, rem = i;
@@ -235,7 +210,7 @@ Tensor pad(const Tensor& x, const ir::PadAttrs& a, const Dims& out_shape) {
   size_t r = static_cast<size_t>(x.rank());
   Tensor y = Tensor::zeros(DType::kFloat32, out_shape);
   std::fill_n(y.data_mutable<float>(), y.numel(), a.value);
-  Dims xst = strides_of(x.shape()), yst = strides_of(out_shape);
+  Dims xst = row_major_strides(x.shape()), yst = row_major_strides(out_shape);
   for (int64_t i = 0; i < x.numel(); ++i) {
     int64_t o = 0, rem = i;
     for (size_t d = 0; d < r; ++d) {
@@ -377,7 +352,7 @@ std::vector<Tensor> run_reference(const ir::Graph& graph, const std::vector<Tens
       case OpKind::kReshape:
       case OpKind::kSqueeze:
       case OpKind::kUnsqueeze: y = in(0).reshaped(os); break;
-      case OpKind::kTranspose: y = transpose(in(0), n.attr<ir::TransposeAttrs>().perm); break;
+      case OpKind::kTranspose: y = transposed(in(0), n.attr<ir::TransposeAttrs>().perm); break;
       case OpKind::kConcat: {
         std::vector<Tensor> xs;
         for (size_t i = 0; i < n.inputs.size(); ++i) xs.push_back(in(i));
