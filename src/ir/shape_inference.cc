@@ -44,8 +44,10 @@ bool dims_compatible(const Dim& a, const Dim& b) {
 }
 
 int64_t normalize_axis(const Node& n, int64_t axis, size_t rank, bool allow_end = false) {
-  int64_t r = static_cast<int64_t>(rank) + (allow_end ? 1 : 0);
-  if (axis < -r || axis >= r)
+  // Negative axes count from the end of the rank; allow_end also admits axis == rank (Flatten).
+  int64_t r = static_cast<int64_t>(rank);
+  int64_t hi = r + (allow_end ? 1 : 0);
+  if (axis < -r || axis >= hi)
     throw node_error(n, "axis " + std::to_string(axis) + " out of range for rank " + std::to_string(rank));
   return axis < 0 ? axis + r : axis;
 }

@@ -109,6 +109,16 @@ TEST(ShapeInference, RejectsBadAttributesAndShapes) {
   EXPECT_EQ(shape_to_string(g.value(r).shape), "[1,256]");
 }
 
+TEST(ShapeInference, FlattenNegativeAxisCountsFromTheEnd) {
+  Graph g;
+  ValueId x = g.add_input("x", DType::kFloat32, static_shape({2, 3, 4, 5}));
+  ValueId a = g.add_node1(OpKind::kFlatten, FlattenAttrs{-1}, {x}, "f1");
+  EXPECT_EQ(shape_to_string(g.value(a).shape), "[24,5]");
+  ValueId b = g.add_node1(OpKind::kFlatten, FlattenAttrs{4}, {x}, "f2");
+  EXPECT_EQ(shape_to_string(g.value(b).shape), "[120,1]");
+  EXPECT_THROW(g.add_node1(OpKind::kFlatten, FlattenAttrs{-5}, {x}, "f3"), Error);
+}
+
 TEST(ShapeInference, Broadcasting) {
   Graph g;
   ValueId a = g.add_input("a", DType::kFloat32, {Dim::named("batch"), Dim::fixed(8), Dim::fixed(4), Dim::fixed(4)});
