@@ -64,7 +64,8 @@ inline ir::OpAttrs normalized_attrs(const ir::Graph& g, const ir::Node& n) {
 }
 
 inline bool same_constant(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 // Same live nodes in the same order with equal ops, attributes and output shapes; inputs agree
@@ -79,7 +80,9 @@ inline ::testing::AssertionResult same_graph(const ir::Graph& a, const ir::Graph
   };
   auto na = live(a), nb = live(b);
   if (na.size() != nb.size())
-    return ::testing::AssertionFailure() << na.size() << " nodes vs " << nb.size() << "\n" << ir::dump(a) << "\nvs\n" << ir::dump(b);
+    return ::testing::AssertionFailure() << na.size() << " nodes vs " << nb.size() << "\n"
+                                         << ir::dump(a) << "\nvs\n"
+                                         << ir::dump(b);
   // Position of each non-constant value: "in<k>" or "<node>:<output>".
   auto positions = [](const ir::Graph& g, const std::vector<const ir::Node*>& nodes) {
     std::unordered_map<ir::ValueId, std::string> pos;
@@ -90,44 +93,60 @@ inline ::testing::AssertionResult same_graph(const ir::Graph& a, const ir::Graph
     return pos;
   };
   auto pa = positions(a, na), pb = positions(b, nb);
-  if (a.inputs().size() != b.inputs().size()) return ::testing::AssertionFailure() << "input counts differ";
+  if (a.inputs().size() != b.inputs().size())
+    return ::testing::AssertionFailure() << "input counts differ";
   for (size_t k = 0; k < a.inputs().size(); ++k) {
     const ir::Value& x = a.value(a.inputs()[k]);
     const ir::Value& y = b.value(b.inputs()[k]);
-    if (x.name != y.name || ir::shape_to_string(x.shape) != ir::shape_to_string(y.shape) || x.dtype != y.dtype)
-      return ::testing::AssertionFailure() << "graph input " << k << ": " << x.name << ir::shape_to_string(x.shape)
-                                           << " vs " << y.name << ir::shape_to_string(y.shape);
+    if (x.name != y.name || ir::shape_to_string(x.shape) != ir::shape_to_string(y.shape) ||
+        x.dtype != y.dtype)
+      return ::testing::AssertionFailure()
+             << "graph input " << k << ": " << x.name << ir::shape_to_string(x.shape) << " vs "
+             << y.name << ir::shape_to_string(y.shape);
   }
   for (size_t k = 0; k < na.size(); ++k) {
     const ir::Node& x = *na[k];
     const ir::Node& y = *nb[k];
-    auto where = [&]() { return "node " + std::to_string(k) + " (" + x.name + " / " + y.name + "): "; };
+    auto where = [&]() {
+      return "node " + std::to_string(k) + " (" + x.name + " / " + y.name + "): ";
+    };
     if (x.op != y.op)
-      return ::testing::AssertionFailure() << where() << ir::op_name(x.op) << " vs " << ir::op_name(y.op);
+      return ::testing::AssertionFailure()
+             << where() << ir::op_name(x.op) << " vs " << ir::op_name(y.op);
     if (!(normalized_attrs(a, x) == normalized_attrs(b, y)))
-      return ::testing::AssertionFailure() << where() << "attributes differ\n" << ir::dump(a) << "\nvs\n" << ir::dump(b);
-    if (x.inputs.size() != y.inputs.size()) return ::testing::AssertionFailure() << where() << "input counts differ";
+      return ::testing::AssertionFailure() << where() << "attributes differ\n"
+                                           << ir::dump(a) << "\nvs\n"
+                                           << ir::dump(b);
+    if (x.inputs.size() != y.inputs.size())
+      return ::testing::AssertionFailure() << where() << "input counts differ";
     for (size_t i = 0; i < x.inputs.size(); ++i) {
       ir::ValueId u = x.inputs[i], v = y.inputs[i];
-      if ((u == ir::kNoValue) != (v == ir::kNoValue)) return ::testing::AssertionFailure() << where() << "input " << i << " omitted in one";
+      if ((u == ir::kNoValue) != (v == ir::kNoValue))
+        return ::testing::AssertionFailure() << where() << "input " << i << " omitted in one";
       if (u == ir::kNoValue) continue;
       const ir::Value& vu = a.value(u);
       const ir::Value& vv = b.value(v);
       if (vu.is_constant() != vv.is_constant())
-        return ::testing::AssertionFailure() << where() << "input " << i << " constant in one graph only";
+        return ::testing::AssertionFailure()
+               << where() << "input " << i << " constant in one graph only";
       if (vu.is_constant() ? !same_constant(vu.constant, vv.constant) : pa[u] != pb[v])
-        return ::testing::AssertionFailure() << where() << "input " << i << " differs (" << vu.name << " / " << vv.name << ")";
+        return ::testing::AssertionFailure()
+               << where() << "input " << i << " differs (" << vu.name << " / " << vv.name << ")";
     }
-    if (ir::shape_to_string(a.value(x.outputs[0]).shape) != ir::shape_to_string(b.value(y.outputs[0]).shape))
-      return ::testing::AssertionFailure() << where() << "output shapes " << ir::shape_to_string(a.value(x.outputs[0]).shape)
-                                           << " vs " << ir::shape_to_string(b.value(y.outputs[0]).shape);
+    if (ir::shape_to_string(a.value(x.outputs[0]).shape) !=
+        ir::shape_to_string(b.value(y.outputs[0]).shape))
+      return ::testing::AssertionFailure()
+             << where() << "output shapes " << ir::shape_to_string(a.value(x.outputs[0]).shape)
+             << " vs " << ir::shape_to_string(b.value(y.outputs[0]).shape);
   }
-  if (a.outputs().size() != b.outputs().size()) return ::testing::AssertionFailure() << "output counts differ";
+  if (a.outputs().size() != b.outputs().size())
+    return ::testing::AssertionFailure() << "output counts differ";
   for (size_t k = 0; k < a.outputs().size(); ++k) {
-    if (pa[a.outputs()[k]] != pb[b.outputs()[k]]) return ::testing::AssertionFailure() << "graph output " << k << " differs";
+    if (pa[a.outputs()[k]] != pb[b.outputs()[k]])
+      return ::testing::AssertionFailure() << "graph output " << k << " differs";
     if (a.value(a.outputs()[k]).name != b.value(b.outputs()[k]).name)
-      return ::testing::AssertionFailure() << "graph output names " << a.value(a.outputs()[k]).name << " vs "
-                                           << b.value(b.outputs()[k]).name;
+      return ::testing::AssertionFailure() << "graph output names " << a.value(a.outputs()[k]).name
+                                           << " vs " << b.value(b.outputs()[k]).name;
   }
   return ::testing::AssertionSuccess();
 }

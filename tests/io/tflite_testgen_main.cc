@@ -160,7 +160,8 @@ struct HarnessTensor {
 
 // One chain of single-input ops over [1, 8] tensors: t0 -op0-> t1 -op1-> t2 ...; the signature
 // input is t0, the outputs are the listed tensors.
-std::string harness_model(const std::vector<HarnessTensor>& tensors, const std::vector<std::pair<int32_t, const char*>>& ops,
+std::string harness_model(const std::vector<HarnessTensor>& tensors,
+                          const std::vector<std::pair<int32_t, const char*>>& ops,
                           const std::vector<int32_t>& outputs) {
   fbs::FlatBufferBuilder fbb;
   std::vector<fbs::Offset<fb::Buffer>> buffers{fb::CreateBuffer(fbb)};
@@ -181,17 +182,24 @@ std::string harness_model(const std::vector<HarnessTensor>& tensors, const std::
     auto [code, custom] = ops[i];
     // DEQUANTIZE of int8 is version 2; QUANTIZE to int8 and the custom op are version 1.
     int version = code == static_cast<int32_t>(tflite_io::BuiltinOp::kDequantize) ? 2 : 1;
-    codes.push_back(fb::CreateOperatorCodeDirect(fbb, static_cast<int8_t>(code), custom, version, code));
+    codes.push_back(
+        fb::CreateOperatorCodeDirect(fbb, static_cast<int8_t>(code), custom, version, code));
     std::vector<int32_t> in{static_cast<int32_t>(i)}, out{static_cast<int32_t>(i + 1)};
     operators.push_back(fb::CreateOperatorDirect(fbb, static_cast<uint32_t>(i), &in, &out));
   }
   std::vector<int32_t> inputs{0};
-  std::vector<fbs::Offset<fb::SubGraph>> subgraphs{fb::CreateSubGraphDirect(fbb, &ts, &inputs, &outputs, &operators, "main")};
-  std::vector<fbs::Offset<fb::TensorMap>> sig_in{fb::CreateTensorMapDirect(fbb, tensors[0].name, 0)};
+  std::vector<fbs::Offset<fb::SubGraph>> subgraphs{
+      fb::CreateSubGraphDirect(fbb, &ts, &inputs, &outputs, &operators, "main")};
+  std::vector<fbs::Offset<fb::TensorMap>> sig_in{
+      fb::CreateTensorMapDirect(fbb, tensors[0].name, 0)};
   std::vector<fbs::Offset<fb::TensorMap>> sig_out;
-  for (int32_t o : outputs) sig_out.push_back(fb::CreateTensorMapDirect(fbb, tensors[static_cast<size_t>(o)].name, static_cast<uint32_t>(o)));
-  std::vector<fbs::Offset<fb::SignatureDef>> sigs{fb::CreateSignatureDefDirect(fbb, &sig_in, &sig_out, "serving_default", 0)};
-  auto model = fb::CreateModelDirect(fbb, 3, &codes, &subgraphs, "modex harness fixture", &buffers, nullptr, nullptr, &sigs);
+  for (int32_t o : outputs)
+    sig_out.push_back(fb::CreateTensorMapDirect(fbb, tensors[static_cast<size_t>(o)].name,
+                                                static_cast<uint32_t>(o)));
+  std::vector<fbs::Offset<fb::SignatureDef>> sigs{
+      fb::CreateSignatureDefDirect(fbb, &sig_in, &sig_out, "serving_default", 0)};
+  auto model = fb::CreateModelDirect(fbb, 3, &codes, &subgraphs, "modex harness fixture", &buffers,
+                                     nullptr, nullptr, &sigs);
   fb::FinishModelBuffer(fbb, model);
   return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
 }
@@ -203,24 +211,34 @@ json write_harness_models(const fs::path& out_dir) {
   json models = json::array();
   auto add = [&](const char* name, const std::string& bytes, json inputs, json outputs) {
     write_file_atomic(out_dir / (std::string(name) + ".tflite"), bytes);
-    models.push_back({{"name", name}, {"model", std::string(name) + ".tflite"}, {"inputs", inputs}, {"outputs", outputs}});
+    models.push_back({{"name", name},
+                      {"model", std::string(name) + ".tflite"},
+                      {"inputs", inputs},
+                      {"outputs", outputs}});
   };
   // float -> QUANTIZE (int8, scale 0.5, zero point -3) -> DEQUANTIZE -> float; both are outputs.
   add("harness_quantize",
-      harness_model({{"image", fb::TensorType::FLOAT32}, {"quantized", fb::TensorType::INT8, 0.5f, -3},
+      harness_model({{"image", fb::TensorType::FLOAT32},
+                     {"quantized", fb::TensorType::INT8, 0.5f, -3},
                      {"logits", fb::TensorType::FLOAT32}},
                     {{kQuantize, nullptr}, {kDequantize, nullptr}}, {2, 1}),
       json::array({{{"name", "image"}, {"dtype", "float32"}}}),
-      json::array({{{"name", "logits"}, {"dtype", "float32"}}, {{"name", "quantized"}, {"dtype", "int8"}, {"scale", 0.5}, {"zero_point", -3}}}));
+      json::array(
+          {{{"name", "logits"}, {"dtype", "float32"}},
+           {{"name", "quantized"}, {"dtype", "int8"}, {"scale", 0.5}, {"zero_point", -3}}}));
   // int8 in (scale 0.25, zero point 5) -> DEQUANTIZE -> float.
   add("harness_int8_input",
-      harness_model({{"image", fb::TensorType::INT8, 0.25f, 5}, {"logits", fb::TensorType::FLOAT32}}, {{kDequantize, nullptr}}, {1}),
+      harness_model(
+          {{"image", fb::TensorType::INT8, 0.25f, 5}, {"logits", fb::TensorType::FLOAT32}},
+          {{kDequantize, nullptr}}, {1}),
       json::array({{{"name", "image"}, {"dtype", "int8"}, {"scale", 0.25}, {"zero_point", 5}}}),
       json::array({{{"name", "logits"}, {"dtype", "float32"}}}));
   // A custom op LiteRT has no kernel for: the harness must report the failure.
   add("harness_custom_op",
-      harness_model({{"image", fb::TensorType::FLOAT32}, {"logits", fb::TensorType::FLOAT32}}, {{kCustom, "ModexNoSuchOp"}}, {1}),
-      json::array({{{"name", "image"}, {"dtype", "float32"}}}), json::array({{{"name", "logits"}, {"dtype", "float32"}}}));
+      harness_model({{"image", fb::TensorType::FLOAT32}, {"logits", fb::TensorType::FLOAT32}},
+                    {{kCustom, "ModexNoSuchOp"}}, {1}),
+      json::array({{{"name", "image"}, {"dtype", "float32"}}}),
+      json::array({{{"name", "logits"}, {"dtype", "float32"}}}));
   return models;
 }
 
@@ -253,7 +271,8 @@ int main(int argc, char** argv) {
       cases.push_back(d);
     }
     json harness = write_harness_models(out_dir);
-    std::ofstream(out_dir / "manifest.json") << json{{"cases", cases}, {"harness", harness}}.dump(1) << "\n";
+    std::ofstream(out_dir / "manifest.json")
+        << json{{"cases", cases}, {"harness", harness}}.dump(1) << "\n";
     std::printf("%zu cases written to %s\n", cases.size(), out_dir.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tflite_testgen: %s\n", e.what());

@@ -57,6 +57,8 @@ enum class BuiltinOp : int32_t {
 // The format's name for a builtin code ("CONV_2D"): the ops above plus others common in converted
 // vision models, so that errors about unsupported ops name them; "BUILTIN_<code>" otherwise.
 std::string builtin_op_name(int32_t code);
-inline std::string builtin_op_name(BuiltinOp op) { return builtin_op_name(static_cast<int32_t>(op)); }
+inline std::string builtin_op_name(BuiltinOp op) {
+  return builtin_op_name(static_cast<int32_t>(op));
+}
 
 }  // namespace modex::tflite_io

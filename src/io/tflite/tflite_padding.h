@@ -46,13 +46,16 @@ struct PaddingPlan {
 };
 
 // The {begin, end} pads TFLite's SAME implies for one dim.
-std::pair<int64_t, int64_t> same_padding(int64_t in, int64_t kernel, int64_t stride, int64_t dilation);
+std::pair<int64_t, int64_t> same_padding(int64_t in, int64_t kernel, int64_t stride,
+                                         int64_t dilation);
 
 // The output size of one dim under SAME or VALID.
-int64_t padded_output_size(WindowPadding mode, int64_t in, int64_t kernel, int64_t stride, int64_t dilation);
+int64_t padded_output_size(WindowPadding mode, int64_t in, int64_t kernel, int64_t stride,
+                           int64_t dilation);
 
 // The cheapest exact plan, or nullopt when TFLite cannot express the windows (average pooling
 // whose excluded pads SAME does not reproduce; counted pads with ceil_mode overhang).
-std::optional<PaddingPlan> plan_padding(std::span<const SpatialWindow> dims, PadSemantics semantics);
+std::optional<PaddingPlan> plan_padding(std::span<const SpatialWindow> dims,
+                                        PadSemantics semantics);
 
 }  // namespace modex::tflite_io

@@ -29,7 +29,8 @@ namespace modex::tflite_io {
 
 struct TfliteTensorInfo {
   std::string name;
-  std::string type;  // dtype name ("float32", "int8", ...), or "tflite_type_<n>" when modex has none
+  std::string
+      type;  // dtype name ("float32", "int8", ...), or "tflite_type_<n>" when modex has none
   std::vector<int32_t> shape;
   std::vector<int32_t> shape_signature;  // empty when the file has none
   bool constant = false;                 // backed by buffer data
@@ -64,8 +65,8 @@ struct TfliteSummary {
   std::vector<int32_t> outputs;
   std::vector<TfliteSignature> signatures;
   std::map<std::string, std::string> metadata;  // entry name -> its buffer's bytes
-  std::string min_runtime_version;               // the entry's string, without its zero padding
-  std::string modex_metadata;                    // the `modex_metadata` JSON, when present
+  std::string min_runtime_version;              // the entry's string, without its zero padding
+  std::string modex_metadata;                   // the `modex_metadata` JSON, when present
 };
 
 struct TfliteModel {

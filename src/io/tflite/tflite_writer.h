@@ -50,6 +50,7 @@ std::string to_tflite_bytes(const ir::Graph& g, const TfliteWriteOptions& option
 size_t write_tflite_to(const ir::Graph& g, AtomicFile& file, const TfliteWriteOptions& options);
 
 // Writes `path` atomically (nothing is left behind on error). Returns the file size.
-size_t write_tflite(const ir::Graph& g, const std::filesystem::path& path, const TfliteWriteOptions& options);
+size_t write_tflite(const ir::Graph& g, const std::filesystem::path& path,
+                    const TfliteWriteOptions& options);
 
 }  // namespace modex::tflite_io
