@@ -17,19 +17,23 @@ int run_cli(int argc, char** argv) {
   app.set_version_flag("--version", std::string("modex ") + MODEX_VERSION);
 
   ExportOptions ex;
-  auto* exp = app.add_subcommand("export", "Export a checkpoint to ONNX");
-  exp->add_option("--checkpoint", ex.checkpoint, "PyTorch checkpoint (.pth/.pt) or .safetensors")->required();
+  auto* exp = app.add_subcommand("export", "Export a checkpoint or an ONNX classifier to ONNX and TFLite");
+  auto* src_ckpt = exp->add_option("--checkpoint", ex.checkpoint, "PyTorch checkpoint (.pth/.pt) or .safetensors");
+  auto* src_onnx = exp->add_option("--onnx", ex.onnx, "An ONNX classifier (any exporter) instead of a checkpoint");
+  src_ckpt->excludes(src_onnx);
   exp->add_option("--format", ex.format, "onnx | tflite | both")
       ->check(CLI::IsMember({"onnx", "tflite", "both"}))
       ->capture_default_str();
-  exp->add_option("--quantize", ex.quantize, "none | float16 | int8 | dynamic")
+  exp->add_option("--quantize", ex.quantize, "TFLite precision(s), comma-separated: none (float32) | float16 | int8 | dynamic")
+      ->delimiter(',')
       ->check(CLI::IsMember({"none", "float16", "int8", "dynamic"}))
       ->capture_default_str();
+  exp->add_flag("--nchw-input", ex.nchw_input, "TFLite: keep the [N,3,H,W] input (one transpose inside) instead of [N,H,W,3]");
   exp->add_option("--output-dir", ex.output_dir, "Directory for the exported files")->capture_default_str();
-  exp->add_option("--name", ex.name, "Output file stem (default: the checkpoint's stem)");
+  exp->add_option("--name", ex.name, "Output file stem (default: the source file's stem)");
   exp->add_option("--arch", ex.arch, "Architecture (default: detected from the weights)");
   exp->add_option("--num-classes", ex.num_classes, "Number of classes (default: from the classifier weights)");
-  exp->add_option("--input-size", ex.input_size, "Square input size used for validation and --static (default: config or architecture)");
+  exp->add_option("--input-size", ex.input_size, "Square input size: validation, --static, TFLite's fixed H and W (default: config, file or architecture)");
   exp->add_option("--opset", ex.opset, "ONNX opset, 11-17")->check(CLI::Range(11, 17))->capture_default_str();
   exp->add_flag("--static", ex.static_shapes, "Fixed input shape [1,3,S,S] instead of dynamic batch/height/width");
   exp->add_option("--dataset-dir", ex.dataset_dir, "Representative images for int8 calibration");
@@ -41,10 +45,13 @@ int run_cli(int argc, char** argv) {
   exp->add_option("--device", ex.device, "cpu")->check(CLI::IsMember({"cpu"}))->capture_default_str();
   exp->add_flag("--json", ex.json, "Print a JSON summary");
   exp->add_flag("-v,--verbose", ex.verbose, "Print stage timings");
-  exp->callback([&] { run_export(ex); });
+  exp->callback([&] {
+    if (ex.checkpoint.empty() && ex.onnx.empty()) throw CLI::RequiredError("--checkpoint or --onnx");
+    run_export(ex);
+  });
 
   InspectOptions in;
-  auto* ins = app.add_subcommand("inspect", "Describe a checkpoint or ONNX model");
+  auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");
   ins->add_option("model", in.model, "Model or checkpoint file")->required();
   ins->add_flag("--json", in.json, "Print JSON");
   ins->add_flag("--graph", in.graph, "Print the IR listing (checkpoints)");

@@ -2,43 +2,58 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <iostream>
+#include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "io/onnx/onnx_reader.h"
 #include "io/onnx/onnx_writer.h"
 #include "io/pytorch/checkpoint.h"
+#include "io/tflite/tflite_writer.h"
 #include "models/zoo.h"
 #include "passes/passes.h"
 
 namespace modex::app {
 namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+bool wants(const ExportOptions& o, const std::string& q) {
+  return std::find(o.quantize.begin(), o.quantize.end(), q) != o.quantize.end();
 }
+bool writes_onnx(const ExportOptions& o) { return o.format == "onnx" || o.format == "both"; }
+bool writes_tflite(const ExportOptions& o) { return o.format == "tflite" || o.format == "both"; }
 
 void validate(const ExportOptions& o) {
+  if (o.checkpoint.empty() == o.onnx.empty())
+    throw Error("give exactly one source: --checkpoint FILE (PyTorch) or --onnx FILE");
   if (o.format != "onnx" && o.format != "tflite" && o.format != "both")
     throw Error("--format must be onnx, tflite or both, got '" + o.format + "'");
-  if (o.quantize != "none" && o.quantize != "float16" && o.quantize != "int8" && o.quantize != "dynamic")
-    throw Error("--quantize must be none, float16, int8 or dynamic, got '" + o.quantize + "'");
-  if (o.format != "onnx")
-    throw Error("TFLite export is not available in this build of modex yet", ErrorKind::kUnsupported)
-        .hint("use --format onnx");
-  if (o.quantize != "none")
-    throw Error("--quantize " + o.quantize + " applies to TFLite output, which this build cannot write yet",
-                ErrorKind::kUnsupported)
-        .hint("use --quantize none with --format onnx");
+  if (o.quantize.empty()) throw Error("--quantize needs at least one of none, float16, int8, dynamic");
+  for (const auto& q : o.quantize)
+    if (q != "none" && q != "float16" && q != "int8" && q != "dynamic")
+      throw Error("--quantize must be none, float16, int8 or dynamic, got '" + q + "'");
+  for (const char* q : {"int8", "dynamic"})
+    if (wants(o, q))
+      throw Error(fmt::format("--quantize {} is not available in this build of modex yet", q), ErrorKind::kUnsupported)
+          .hint("use --quantize none or float16");
+  if (o.format == "onnx" && (wants(o, "float16") || o.nchw_input))
+    throw Error(wants(o, "float16") ? "--quantize float16 applies to TFLite output; ONNX is written in float32"
+                                    : "--nchw-input applies to TFLite output")
+        .hint("use --format tflite or --format both");
   if (o.opset < onnx_io::kMinOpset || o.opset > onnx_io::kMaxOpset)
     throw Error(fmt::format("--opset must be between {} and {}, got {}", onnx_io::kMinOpset, onnx_io::kMaxOpset, o.opset));
-  if (o.input_size && (*o.input_size < 16 || *o.input_size > 4096))
-    throw Error(fmt::format("--input-size must be between 16 and 4096, got {}", *o.input_size));
+  if (o.input_size && (*o.input_size < 1 || *o.input_size > 8192))
+    throw Error(fmt::format("--input-size must be between 1 and 8192, got {}", *o.input_size));
   if (o.num_classes && *o.num_classes < 1) throw Error("--num-classes must be positive");
   if (o.device != "cpu") throw Error("--device must be cpu (modex exports on the CPU), got '" + o.device + "'");
 }
@@ -46,8 +61,9 @@ void validate(const ExportOptions& o) {
 Json preprocessing_json(int64_t input_size, const CheckpointConfig& cfg) {
   Json p;
   p["input_size"] = input_size;
-  p["resize"] = "resize_center_crop";
-  p["resize_size"] = static_cast<int64_t>(input_size * 256 / 224);
+  bool plain = cfg.resize && *cfg.resize == "resize";
+  p["resize"] = plain ? "resize" : "resize_center_crop";
+  p["resize_size"] = plain ? input_size : static_cast<int64_t>(input_size * 256 / 224);
   p["layout"] = "NCHW";
   p["color"] = "RGB";
   p["scale"] = 1.0 / 255.0;
@@ -60,18 +76,26 @@ Json preprocessing_json(int64_t input_size, const CheckpointConfig& cfg) {
   return p;
 }
 
-}  // namespace
+// What every output is made from: the optimised NCHW graph and what is known about it.
+struct Source {
+  ir::Graph graph;
+  std::string kind;  // checkpoint format ("zip", "safetensors", ...) or "onnx"
+  std::string architecture;
+  int64_t num_classes = 0;
+  int64_t input_height = 224, input_width = 224;
+  Json meta;     // embedded in every output (metadata_props / TFLite metadata)
+  Json sidecar;  // extra sidecar entries about the source
+  std::string summary;
+  double t_load = 0, t_build = 0;
+};
 
-void run_export(const ExportOptions& o) {
-  validate(o);
-  auto t0 = std::chrono::steady_clock::now();
-  if (!fs::exists(o.checkpoint))
-    throw Error("checkpoint file not found", ErrorKind::kIo).file(o.checkpoint.string());
+Source load_checkpoint_source(const ExportOptions& o, Clock::time_point t0) {
+  if (!fs::exists(o.checkpoint)) throw Error("checkpoint file not found", ErrorKind::kIo).file(o.checkpoint.string());
   // The hash streams the file on the second core while the first parses it.
   std::future<std::string> sha = std::async(std::launch::async, [&] { return sha256_file(o.checkpoint); });
-
+  Source s;
   Checkpoint ckpt = load_checkpoint(o.checkpoint);
-  double t_load = seconds_since(t0);
+  s.t_load = seconds_since(t0);
 
   models::BuildOptions bo;
   bo.arch = o.arch;
@@ -88,100 +112,291 @@ void run_export(const ExportOptions& o) {
   if (!o.arch && ckpt.config.architecture && *ckpt.config.architecture != built.architecture)
     std::cerr << fmt::format("warning: the checkpoint's config names architecture '{}', but its weights are {}\n",
                              *ckpt.config.architecture, built.architecture);
-  double t_build = seconds_since(t0);
+  s.t_build = seconds_since(t0);
 
-  int64_t input_size = o.input_size ? *o.input_size : ckpt.config.input_size.value_or(built.default_input_size);
-  ir::Graph& g = built.graph;
+  int64_t size = o.input_size ? *o.input_size : ckpt.config.input_size.value_or(built.default_input_size);
+  s.input_height = s.input_width = size;
+  s.graph = std::move(built.graph);
+  s.kind = ckpt.format;
+  s.architecture = built.architecture;
+  s.num_classes = built.num_classes;
+  s.meta["architecture"] = built.architecture;
+  s.meta["num_classes"] = built.num_classes;
+  s.meta["class_names"] = ckpt.config.class_names;
+  s.meta["preprocessing"] = preprocessing_json(size, ckpt.config);
+  s.meta["source_file"] = o.checkpoint.filename().string();
+  s.meta["source_sha256"] = sha.get();
+  s.meta["modex_version"] = MODEX_VERSION;
+  // A whole model under one prefix (e.g. Lightning's "model.") has no separate head: null.
+  s.sidecar["wrapper"] = built.wrapper ? Json{{"backbone_prefix", built.wrapper->backbone_prefix},
+                                              {"head", built.wrapper->head.empty() ? Json(nullptr) : Json(built.wrapper->head)}}
+                                       : Json(nullptr);
+  s.sidecar["checkpoint"] = {{"format", ckpt.format}, {"state_dict_key", ckpt.state_dict_key},
+                             {"stripped_prefixes", ckpt.stripped_prefixes}};
+  s.summary = fmt::format("checkpoint   {} ({})\narchitecture {}{}, {} classes", o.checkpoint.string(), ckpt.format,
+                          built.architecture,
+                          built.wrapper ? " (backbone '" + built.wrapper->backbone_prefix + "' + head '" + built.wrapper->head + "')" : "",
+                          built.num_classes);
+  return s;
+}
+
+// Metadata values of an ONNX file: JSON text (lists, objects, numbers) parsed, strings kept.
+Json metadata_value(const std::string& v) {
+  if (!v.empty() && (v[0] == '[' || v[0] == '{' || v[0] == '-' || std::isdigit(static_cast<unsigned char>(v[0])))) {
+    Json j = Json::parse(v, nullptr, false);
+    if (!j.is_discarded()) return j;
+  }
+  return v;
+}
+
+Source load_onnx_source(const ExportOptions& o, Clock::time_point t0) {
+  if (!fs::exists(o.onnx)) throw Error("ONNX file not found", ErrorKind::kIo).file(o.onnx.string());
+  if (o.arch) throw Error("--arch applies to checkpoints; an ONNX file carries its own graph");
+  std::future<std::string> sha = std::async(std::launch::async, [&] { return sha256_file(o.onnx); });
+  Source s;
+  s.graph = onnx_io::import_onnx(o.onnx);
+  s.t_load = s.t_build = seconds_since(t0);
+  s.kind = "onnx";
+  ir::Graph& g = s.graph;
+  auto err = [&](const std::string& what) { return Error(what).file(o.onnx.string()); };
+  if (g.inputs().size() != 1 || g.outputs().size() != 1)
+    throw err(fmt::format("modex exports image classifiers with one input and one output; this graph has {} inputs and {} outputs",
+                          g.inputs().size(), g.outputs().size()));
+  const ir::Value& in = g.value(g.inputs()[0]);
+  const ir::Value& out = g.value(g.outputs()[0]);
+  if (in.dtype != DType::kFloat32 || in.shape.empty())
+    throw err(fmt::format("input '{}' must be a float32 tensor (an image batch [N,C,H,W]), got {} of rank {}", in.name,
+                          dtype_name(in.dtype), in.shape.size()));
+  if (in.shape.size() != 4) {
+    // Not an image batch (e.g. a head over feature vectors): every dim but the batch must be static.
+    for (size_t i = 1; i < in.shape.size(); ++i)
+      if (!in.shape[i].is_static())
+        throw err(fmt::format("input '{}' {}: only image inputs [N,C,H,W] may have dynamic dims besides the batch", in.name,
+                              ir::shape_to_string(in.shape)));
+  }
+  auto meta_or = [&](const char* key) -> std::optional<Json> {
+    auto it = g.metadata.find(key);
+    if (it == g.metadata.end()) return std::nullopt;
+    return metadata_value(it->second);
+  };
+  // Spatial size: the flag, else the file's static dims, else its metadata, else 224.
+  std::optional<Json> pre = meta_or("preprocessing");
+  int64_t meta_size = (pre && pre->is_object() && (*pre)["input_size"].is_number_integer()) ? (*pre)["input_size"].get<int64_t>() : 224;
+  const ir::Dim& h = in.shape.size() == 4 ? in.shape[2] : ir::Dim::fixed(0);
+  const ir::Dim& w = in.shape.size() == 4 ? in.shape[3] : ir::Dim::fixed(0);
+  if (o.input_size && in.shape.size() != 4) {
+    throw err(fmt::format("--input-size applies to image inputs [N,C,H,W]; input '{}' is {}", in.name, ir::shape_to_string(in.shape)));
+  } else if (o.input_size) {
+    s.input_height = s.input_width = *o.input_size;
+    if ((h.is_static() && h.value != *o.input_size) || (w.is_static() && w.value != *o.input_size))
+      throw err(fmt::format("--input-size {} contradicts input '{}', whose spatial dims are fixed at {}x{}", *o.input_size,
+                            in.name, h.is_static() ? std::to_string(h.value) : "?", w.is_static() ? std::to_string(w.value) : "?"));
+  } else {
+    s.input_height = h.is_static() ? h.value : meta_size;
+    s.input_width = w.is_static() ? w.value : meta_size;
+  }
+  const ir::Dim& classes = out.shape.empty() ? ir::Dim::unknown() : out.shape.back();
+  std::optional<Json> nc = meta_or("num_classes");
+  s.num_classes = classes.is_static() ? classes.value : (nc && nc->is_number_integer() ? nc->get<int64_t>() : 0);
+  if (o.num_classes && *o.num_classes != s.num_classes)
+    throw err(fmt::format("--num-classes {} contradicts the graph's output '{}' with {} classes", *o.num_classes, out.name, s.num_classes));
+  std::optional<Json> arch = meta_or("architecture");
+  s.architecture = arch && arch->is_string() ? arch->get<std::string>() : o.onnx.stem().string();
+
+  // Carry the file's own metadata (a modex export has architecture, class names, preprocessing).
+  static const std::set<std::string> kDerived = {"source_file", "source_sha256", "modex_version", "source_format",
+                                                 "source_opset", "source_producer"};
+  for (const auto& [k, v] : g.metadata)
+    if (!kDerived.count(k)) s.meta[k] = metadata_value(v);
+  s.meta["architecture"] = s.architecture;
+  s.meta["num_classes"] = s.num_classes;
+  if (!s.meta.contains("class_names")) s.meta["class_names"] = Json::array();
+  Json p = pre && pre->is_object() ? *pre : Json::object();
+  p["input_size"] = s.input_height == s.input_width ? Json(s.input_height) : Json{s.input_height, s.input_width};
+  if (!p.contains("layout")) p["layout"] = "NCHW";
+  s.meta["preprocessing"] = p;
+  s.meta["source_file"] = o.onnx.filename().string();
+  s.meta["source_sha256"] = sha.get();
+  s.meta["modex_version"] = MODEX_VERSION;
+  s.sidecar["onnx_source"] = {{"opset", std::stoi(g.metadata["source_opset"])}, {"producer", g.metadata["source_producer"]}};
+  s.summary = fmt::format("onnx         {} (opset {}, {})\nclassifier   {}, {} classes", o.onnx.string(),
+                          g.metadata["source_opset"], g.metadata["source_producer"], s.architecture, s.num_classes);
+  return s;
+}
+
+// The graph a TFLite file is written from: static height and width (TFLite kernels are planned
+// for one spatial size), the batch dynamic unless --static, activations fused, NHWC.
+ir::Graph tflite_graph(const ir::Graph& optimized, const Source& s, const ExportOptions& o) {
+  ir::Graph t = optimized;
+  ir::Value& in = t.value(t.inputs()[0]);
+  if (in.shape.size() == 4) {
+    in.shape[2] = ir::Dim::fixed(s.input_height);
+    in.shape[3] = ir::Dim::fixed(s.input_width);
+  }
+  if (o.static_shapes) in.shape[0] = ir::Dim::fixed(1);
+  t.infer_shapes();
+  passes::fuse_activation(t);
+  passes::eliminate_dead_code(t);
+  passes::convert_to_nhwc(t, {.nchw_input = o.nchw_input});
+  return t;
+}
+
+}  // namespace
+
+void run_export(const ExportOptions& o) {
+  validate(o);
+  auto t0 = Clock::now();
+  const fs::path& source_path = o.onnx.empty() ? o.checkpoint : o.onnx;
+  Source s = o.onnx.empty() ? load_checkpoint_source(o, t0) : load_onnx_source(o, t0);
+  ir::Graph& g = s.graph;
   {
     // Validate every shape at the nominal size (dynamic graphs only check what is static).
     ir::Graph concrete = g;
+    ir::Value& in = concrete.value(concrete.inputs()[0]);
+    if (in.shape.size() == 4) {
+      if (!in.shape[0].is_static()) in.shape[0] = ir::Dim::fixed(1);
+      in.shape[2] = ir::Dim::fixed(s.input_height);
+      in.shape[3] = ir::Dim::fixed(s.input_width);
+    }
     try {
-      concrete.infer_shapes({{"batch", 1}, {"height", input_size}, {"width", input_size}});
+      concrete.infer_shapes();
     } catch (Error& e) {
-      e.hint(fmt::format("the model does not accept {}x{} inputs; choose another --input-size", input_size, input_size));
+      e.hint(fmt::format("the model does not accept {}x{} inputs; choose another --input-size", s.input_height, s.input_width));
       throw;
     }
   }
   passes::optimize(g);
-  if (o.static_shapes) g.infer_shapes({{"batch", 1}, {"height", input_size}, {"width", input_size}});
+  if (o.static_shapes) {
+    ir::Value& in = g.value(g.inputs()[0]);
+    in.shape[0] = ir::Dim::fixed(1);
+    if (in.shape.size() == 4) {
+      in.shape[2] = ir::Dim::fixed(s.input_height);
+      in.shape[3] = ir::Dim::fixed(s.input_width);
+    }
+    g.infer_shapes();
+  }
   double t_passes = seconds_since(t0);
 
-  std::string stem = o.name ? *o.name : o.checkpoint.stem().string();
+  std::string stem = o.name ? *o.name : source_path.stem().string();
   if (stem.empty()) throw Error("empty output name");
   std::error_code ec;
   fs::create_directories(o.output_dir, ec);
   if (ec) throw Error("cannot create output directory: " + ec.message(), ErrorKind::kIo).file(o.output_dir.string());
 
-  Json meta;
-  meta["architecture"] = built.architecture;
-  meta["num_classes"] = built.num_classes;
-  meta["class_names"] = ckpt.config.class_names;
-  meta["preprocessing"] = preprocessing_json(input_size, ckpt.config);
-  meta["source_file"] = o.checkpoint.filename().string();
-  meta["source_sha256"] = sha.get();
-  meta["modex_version"] = MODEX_VERSION;
+  // Every output goes to a temporary file first; all are renamed only when all are complete.
+  struct Pending {
+    ExportedFile file;
+    std::unique_ptr<AtomicFile> out;
+    Json sidecar_entry;
+  };
+  std::vector<Pending> pending;
+  auto open = [&](const std::string& format, const std::string& precision, const std::string& filename) -> Pending& {
+    fs::path path = o.output_dir / filename;
+    if (fs::exists(path) && fs::equivalent(path, source_path))
+      throw Error("the output would overwrite the source file; choose another --output-dir or --name").file(path.string());
+    auto out = std::make_unique<AtomicFile>(path);  // may throw: nothing half-built in `pending`
+    Pending& p = pending.emplace_back();
+    p.file = {format, precision, path, 0};
+    p.out = std::move(out);
+    return p;
+  };
 
-  onnx_io::OnnxWriteOptions wo;
-  wo.opset = o.opset;
-  wo.graph_name = built.architecture;
-  for (auto it = meta.begin(); it != meta.end(); ++it)
-    wo.metadata[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+  const ir::Value& gin = g.value(g.inputs()[0]);
+  const int64_t channels = gin.shape.size() == 4 && gin.shape[1].is_static() ? gin.shape[1].value : 3;
+  Json batch_dim = o.static_shapes ? Json(1) : Json("batch");
 
-  fs::path onnx_path = o.output_dir / (stem + ".onnx");
+  if (writes_tflite(o)) {
+    ir::Graph t = tflite_graph(g, s, o);
+    Json meta = s.meta;
+    meta["preprocessing"]["layout"] = o.nchw_input ? "NCHW" : "NHWC";
+    Json in_shape = Json::array();
+    if (gin.shape.size() != 4) {
+      in_shape.push_back(batch_dim);
+      for (size_t i = 1; i < gin.shape.size(); ++i) in_shape.push_back(gin.shape[i].value);
+    } else {
+      in_shape = o.nchw_input ? Json{batch_dim, channels, s.input_height, s.input_width}
+                              : Json{batch_dim, s.input_height, s.input_width, channels};
+    }
+    for (const char* q : {"none", "float16"}) {
+      if (!wants(o, q)) continue;
+      bool half = std::string(q) == "float16";
+      tflite_io::TfliteWriteOptions to;
+      to.weights = half ? tflite_io::WeightFormat::kFloat16 : tflite_io::WeightFormat::kFloat32;
+      Json m = meta;
+      m["precision"] = half ? "float16" : "float32";
+      to.metadata_json = m.dump();
+      Pending& p = open("tflite", half ? "float16" : "float32", stem + (half ? "_float16" : "") + ".tflite");
+      p.file.bytes = tflite_io::write_tflite_to(t, *p.out, to);
+      p.sidecar_entry = {{"format", "tflite"},
+                         {"precision", p.file.precision},
+                         {"file", p.file.path.filename().string()},
+                         {"input", {{"name", "image"}, {"shape", in_shape}, {"layout", o.nchw_input ? "NCHW" : "NHWC"}}},
+                         {"output", {{"name", "logits"}, {"shape", {batch_dim, s.num_classes}}}}};
+    }
+  }
+  if (writes_onnx(o)) {
+    onnx_io::OnnxWriteOptions wo;
+    wo.opset = o.opset;
+    wo.graph_name = s.architecture;
+    for (auto it = s.meta.begin(); it != s.meta.end(); ++it)
+      wo.metadata[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+    Pending& p = open("onnx", "float32", stem + ".onnx");
+    // Last: the writer may move the graph's weights into the protobuf.
+    p.file.bytes = onnx_io::write_onnx_to(g, *p.out, wo);
+    Json dims = Json::array();
+    for (const auto& d : gin.shape) dims.push_back(d.is_static() ? Json(d.value) : d.symbol.empty() ? Json(nullptr) : Json(d.symbol));
+    const ir::Value& gout = g.value(g.outputs()[0]);
+    Json odims = Json::array();
+    for (const auto& d : gout.shape) odims.push_back(d.is_static() ? Json(d.value) : d.symbol.empty() ? Json(nullptr) : Json(d.symbol));
+    p.sidecar_entry = {{"format", "onnx"},
+                       {"precision", "float32"},
+                       {"file", p.file.path.filename().string()},
+                       {"opset", o.opset},
+                       {"input", {{"name", gin.name}, {"shape", dims}}},
+                       {"output", {{"name", gout.name}, {"shape", odims}}}};
+  }
+
   fs::path sidecar_path = o.output_dir / (stem + ".json");
-  std::vector<ExportedFile> written;
-
-  Json sidecar = meta;
-  // A whole model under one prefix (e.g. Lightning's "model.") has no separate head: null.
-  sidecar["wrapper"] = built.wrapper ? Json{{"backbone_prefix", built.wrapper->backbone_prefix},
-                                            {"head", built.wrapper->head.empty() ? Json(nullptr) : Json(built.wrapper->head)}}
-                                     : Json(nullptr);
-  sidecar["checkpoint"] = {{"format", ckpt.format}, {"state_dict_key", ckpt.state_dict_key},
-                           {"stripped_prefixes", ckpt.stripped_prefixes}};
+  Json sidecar = s.meta;
+  for (auto it = s.sidecar.begin(); it != s.sidecar.end(); ++it) sidecar[it.key()] = it.value();
   Json outputs = Json::array();
-  outputs.push_back({{"format", "onnx"},
-                     {"file", onnx_path.filename().string()},
-                     {"opset", o.opset},
-                     {"input", {{"name", "image"}, {"shape", o.static_shapes ? Json{1, 3, input_size, input_size} : Json{"batch", 3, "height", "width"}}}},
-                     {"output", {{"name", "logits"}, {"shape", o.static_shapes ? Json{1, built.num_classes} : Json{"batch", built.num_classes}}}}});
+  for (const auto& p : pending) outputs.push_back(p.sidecar_entry);
   sidecar["outputs"] = outputs;
-
-  // Both files go to temporaries first and are renamed only when both are complete.
-  AtomicFile onnx_file(onnx_path);
-  size_t onnx_bytes = onnx_io::write_onnx_to(g, onnx_file, wo);
   AtomicFile sidecar_file(sidecar_path);
   sidecar_file.write(sidecar.dump(2) + "\n");
-  onnx_file.commit();
+  for (auto& p : pending) p.out->commit();
   sidecar_file.commit();
-  written.push_back({"onnx", onnx_path, onnx_bytes});
   double t_total = seconds_since(t0);
 
   if (o.json) {
     Json r;
-    r["architecture"] = built.architecture;
-    r["num_classes"] = built.num_classes;
-    r["input_size"] = input_size;
-    r["wrapper"] = sidecar["wrapper"];
+    r["source"] = {{"path", source_path.string()}, {"kind", s.kind}};
+    r["architecture"] = s.architecture;
+    r["num_classes"] = s.num_classes;
+    r["input_size"] = s.input_height == s.input_width ? Json(s.input_height) : Json{s.input_height, s.input_width};
+    if (s.sidecar.contains("wrapper")) r["wrapper"] = s.sidecar["wrapper"];
     Json outs = Json::array();
-    for (const auto& w : written) outs.push_back({{"format", w.format}, {"path", w.path.string()}, {"bytes", w.bytes}});
+    for (const auto& p : pending)
+      outs.push_back({{"format", p.file.format}, {"precision", p.file.precision}, {"path", p.file.path.string()}, {"bytes", p.file.bytes}});
     r["outputs"] = outs;
     r["sidecar"] = sidecar_path.string();
     r["seconds"] = t_total;
-    r["timings"] = {{"load", t_load}, {"build", t_build - t_load}, {"passes", t_passes - t_build}, {"write", t_total - t_passes}};
+    r["timings"] = {{"load", s.t_load}, {"build", s.t_build - s.t_load}, {"passes", t_passes - s.t_build}, {"write", t_total - t_passes}};
     std::cout << r.dump(2) << "\n";
     return;
   }
-  std::cout << fmt::format("checkpoint   {} ({})\n", o.checkpoint.string(), ckpt.format);
-  std::cout << fmt::format("architecture {}{}, {} classes, input {}x{}\n", built.architecture,
-                           built.wrapper ? " (backbone '" + built.wrapper->backbone_prefix + "' + head '" + built.wrapper->head + "')" : "",
-                           built.num_classes, input_size, input_size);
-  for (const auto& w : written)
-    std::cout << fmt::format("wrote        {} ({:.1f} MB, {} opset {})\n", w.path.string(), w.bytes / 1e6, w.format, o.opset);
+  std::cout << s.summary
+            << fmt::format(", input {}x{}\n", s.input_height, s.input_width);
+  for (const auto& p : pending) {
+    std::string what = p.file.format == "onnx" ? fmt::format("onnx opset {}", o.opset)
+                                               : fmt::format("tflite {}, {} input", p.file.precision, o.nchw_input ? "NCHW" : "NHWC");
+    std::cout << fmt::format("wrote        {} ({:.1f} MB, {})\n", p.file.path.string(), p.file.bytes / 1e6, what);
+  }
   std::cout << fmt::format("wrote        {}\n", sidecar_path.string());
   std::cout << fmt::format("done in {:.3f} s\n", t_total);
   if (o.verbose)
-    std::cout << fmt::format("  load {:.3f} s, build {:.3f} s, passes {:.3f} s, write {:.3f} s\n", t_load, t_build - t_load,
-                             t_passes - t_build, t_total - t_passes);
+    std::cout << fmt::format("  load {:.3f} s, build {:.3f} s, passes {:.3f} s, write {:.3f} s\n", s.t_load, s.t_build - s.t_load,
+                             t_passes - s.t_build, t_total - t_passes);
 }
 
 }  // namespace modex::app

@@ -8,16 +8,19 @@
 namespace modex::app {
 
 struct ExportOptions {
+  // Exactly one source: a PyTorch checkpoint or an ONNX file.
   std::filesystem::path checkpoint;
-  std::string format = "onnx";       // onnx | tflite | both
-  std::string quantize = "none";     // none | float16 | int8 | dynamic
+  std::filesystem::path onnx;
+  std::string format = "onnx";                     // onnx | tflite | both
+  std::vector<std::string> quantize = {"none"};    // TFLite precisions: none (float32), float16, int8, dynamic
   std::filesystem::path output_dir = ".";
-  std::optional<std::string> name;   // output file stem; default: the checkpoint's stem
+  std::optional<std::string> name;   // output file stem; default: the source's stem
   std::optional<std::string> arch;
   std::optional<int64_t> num_classes;
   std::optional<int64_t> input_size;
   int opset = 11;
   bool static_shapes = false;
+  bool nchw_input = false;           // TFLite: keep the [N,3,H,W] input
   bool json = false;
   bool verbose = false;
   // Calibration (int8): accepted for compatibility with the Python export scripts.
@@ -29,7 +32,8 @@ struct ExportOptions {
 };
 
 struct ExportedFile {
-  std::string format;
+  std::string format;     // onnx | tflite
+  std::string precision;  // float32 | float16
   std::filesystem::path path;
   size_t bytes = 0;
 };

@@ -9,6 +9,7 @@
 
 #include "core/file_util.h"
 #include "io/pytorch/checkpoint.h"
+#include "io/tflite/tflite_reader.h"
 #include "models/zoo.h"
 #include "passes/passes.h"
 
@@ -83,6 +84,120 @@ void inspect_onnx(const InspectOptions& o) {
   for (const auto& p : m.metadata_props()) std::cout << fmt::format("  meta    {} = {}\n", p.key(), p.value());
 }
 
+std::string int_dims(const std::vector<int32_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(d[i]);
+  }
+  return s + "]";
+}
+
+void inspect_tflite(const InspectOptions& o) {
+  std::shared_ptr<Buffer> file = read_file_buffer(o.model);
+  tflite_io::TfliteSummary t = [&] {
+    try {
+      return tflite_io::inspect_tflite(file);
+    } catch (Error& e) {
+      e.file(o.model.string());
+      throw;
+    }
+  }();
+  auto tensor_json = [&](int32_t idx) {
+    const auto& ti = t.tensors.at(static_cast<size_t>(idx));
+    Json j = {{"name", ti.name}, {"type", ti.type}, {"shape", ti.shape}};
+    // -1 in shape_signature marks a dynamic dim (the batch).
+    j["shape_signature"] = ti.shape_signature.empty() ? Json(ti.shape) : Json(ti.shape_signature);
+    if (!ti.scale.empty()) j["quantization"] = {{"scale", ti.scale}, {"zero_point", ti.zero_point}};
+    return j;
+  };
+  std::map<std::string, int> ops;
+  std::map<std::string, int> versions;
+  for (const auto& op : t.ops) {
+    ops[op.op]++;
+    versions[op.op] = std::max(versions[op.op], op.version);
+  }
+  int64_t params = 0;
+  std::map<std::string, int64_t> weight_types;  // constant elements per type
+  for (const auto& ti : t.tensors) {
+    if (!ti.constant) continue;
+    int64_t n = 1;
+    for (int32_t d : ti.shape) n *= d;
+    params += n;
+    weight_types[ti.type] += n;
+  }
+  // What a reader of the file wants to know first: float32, float16 weights, or int8.
+  std::string precision = "float32";
+  if (weight_types.count("int8") && weight_types["int8"] * 2 > params) precision = "int8";
+  else if (weight_types.count("float16") && weight_types["float16"] * 2 > params) precision = "float16 weights";
+  Json j;
+  j["file"] = o.model.string();
+  j["format"] = "tflite";
+  j["bytes"] = file->size();
+  j["schema_version"] = t.version;
+  j["description"] = t.description;
+  j["min_runtime_version"] = t.min_runtime_version;
+  j["precision"] = precision;
+  Json ins = Json::array(), outs = Json::array();
+  for (int32_t i : t.inputs) ins.push_back(tensor_json(i));
+  for (int32_t i : t.outputs) outs.push_back(tensor_json(i));
+  j["inputs"] = ins;
+  j["outputs"] = outs;
+  Json sigs = Json::array();
+  for (const auto& sg : t.signatures) {
+    Json si = Json::object(), so = Json::object();
+    for (const auto& [k, v] : sg.inputs) si[k] = t.tensors.at(static_cast<size_t>(v)).name;
+    for (const auto& [k, v] : sg.outputs) so[k] = t.tensors.at(static_cast<size_t>(v)).name;
+    sigs.push_back({{"key", sg.key}, {"inputs", si}, {"outputs", so}});
+  }
+  j["signatures"] = sigs;
+  j["subgraphs"] = t.subgraph_count;
+  j["operators"] = t.ops.size();
+  j["tensors"] = t.tensors.size();
+  j["parameters"] = params;
+  j["weight_types"] = weight_types;
+  Json opj = Json::object();
+  for (const auto& [k, v] : ops) opj[k] = {{"count", v}, {"version", versions[k]}};
+  j["ops"] = opj;
+  Json meta = Json::object();
+  if (!t.modex_metadata.empty()) {
+    Json m = Json::parse(t.modex_metadata, nullptr, false);
+    meta = m.is_discarded() ? Json(t.modex_metadata) : m;
+  }
+  j["metadata"] = meta;
+  Json entries = Json::array();
+  for (const auto& [k, v] : t.metadata) entries.push_back({{"name", k}, {"bytes", v.size()}});
+  j["metadata_entries"] = entries;
+  if (o.json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::cout << fmt::format("{}  TFLite (schema {}, {}), {:.2f} MB, {}\n", o.model.string(), t.version,
+                           t.description.empty() ? "no description" : t.description, file->size() / 1e6, precision);
+  auto line = [&](const char* what, int32_t idx) {
+    const auto& ti = t.tensors.at(static_cast<size_t>(idx));
+    std::string q = ti.scale.empty() ? "" : fmt::format(" scale {} zero_point {}", ti.scale[0], ti.zero_point.empty() ? 0 : ti.zero_point[0]);
+    std::cout << fmt::format("  {}  {} {} {}{}\n", what, ti.name, ti.type,
+                             int_dims(ti.shape_signature.empty() ? ti.shape : ti.shape_signature), q);
+  };
+  for (int32_t i : t.inputs) line("input  ", i);
+  for (int32_t i : t.outputs) line("output ", i);
+  for (const auto& sg : t.signatures) {
+    std::cout << fmt::format("  signature {}:", sg.key);
+    for (const auto& [k, v] : sg.inputs) std::cout << " in " << k;
+    for (const auto& [k, v] : sg.outputs) std::cout << " out " << k;
+    std::cout << "\n";
+  }
+  std::cout << fmt::format("  {} operators, {} tensors, {} parameters", t.ops.size(), t.tensors.size(), params);
+  for (const auto& [k, v] : weight_types) std::cout << fmt::format(" ({} {})", v, k);
+  std::cout << "\n  ops:";
+  for (const auto& [k, v] : ops) std::cout << fmt::format(" {}×{} (v{})", k, v, versions[k]);
+  std::cout << "\n";
+  if (meta.is_object())
+    for (auto it = meta.begin(); it != meta.end(); ++it)
+      std::cout << fmt::format("  meta    {} = {}\n", it.key(), it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
+}
+
 void inspect_checkpoint(const InspectOptions& o) {
   Checkpoint ckpt = load_checkpoint(o.model);
   models::BuiltModel built = [&] {
@@ -143,7 +258,7 @@ void run_inspect(const InspectOptions& o) {
   if (!fs::exists(o.model)) throw Error("file not found", ErrorKind::kIo).file(o.model.string());
   std::string ext = lower_ext(o.model);
   if (ext == ".onnx") return inspect_onnx(o);
-  if (ext == ".tflite") throw Error("reading .tflite files is not available in this build yet", ErrorKind::kUnsupported).file(o.model.string());
+  if (ext == ".tflite") return inspect_tflite(o);
   inspect_checkpoint(o);
 }
 

@@ -1,4 +1,5 @@
 #include "core/file_util.h"
+#include "core/tensor.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -58,6 +59,26 @@ std::vector<uint8_t> read_file_bytes(const fs::path& path) {
     done += static_cast<size_t>(r);
   }
   out.resize(done);
+  return out;
+}
+
+std::shared_ptr<Buffer> read_file_buffer(const fs::path& path) {
+  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (f.fd < 0) throw io_error(path, "cannot open file");
+  struct stat st;
+  if (::fstat(f.fd, &st) != 0) throw io_error(path, "cannot stat file");
+  if (S_ISDIR(st.st_mode)) throw Error("is a directory, expected a file", ErrorKind::kIo).file(path.string());
+  auto out = Buffer::allocate(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < out->size()) {
+    ssize_t r = ::read(f.fd, out->data() + done, out->size() - done);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw io_error(path, "cannot read file");
+    }
+    if (r == 0) throw Error("file shrank while being read", ErrorKind::kIo).file(path.string());
+    done += static_cast<size_t>(r);
+  }
   return out;
 }
 

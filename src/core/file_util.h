@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +13,9 @@ namespace modex {
 
 std::vector<uint8_t> read_file_bytes(const std::filesystem::path& path);
 std::string read_file_text(const std::filesystem::path& path);
+class Buffer;
+// The whole file in an aligned Buffer (for formats whose tensors are viewed in place).
+std::shared_ptr<Buffer> read_file_buffer(const std::filesystem::path& path);
 
 // Writes to "<path>.tmp-<random>" in the same directory; commit() fsyncs and renames over path.
 // Destroying an uncommitted AtomicFile deletes the temporary file.

@@ -159,7 +159,8 @@ class NhwcRewriter {
         set(n, add(n, OpKind::kReduceMean, ir::ReduceAttrs{{1, 2}, true}, {nhwc(n.inputs[0])}), true);
         return;
       case OpKind::kBatchNorm: {
-        if (!is_4d(n.inputs[0])) break;
+        // TFLite has no batch normalisation: y = x * scale + shift with per-channel constants,
+        // in NHWC for maps and broadcast over [N, C, L...] otherwise (e.g. BatchNorm1d).
         std::vector<float> scale, shift;
         for (size_t i = 1; i < 5; ++i)
           if (!src_.value(n.inputs[i]).is_constant()) throw fail(n, "BatchNorm parameters must be constant");
@@ -175,10 +176,15 @@ class NhwcRewriter {
         }
         int64_t C = static_cast<int64_t>(scale.size());
         std::string base = src_.value(n.outputs[0]).name;
-        ValueId sc = out_.add_constant(base + ".scale", Tensor::from_floats({C}, scale));
-        ValueId sh = out_.add_constant(base + ".shift", Tensor::from_floats({C}, shift));
-        ValueId m = out_.add_node1(OpKind::kMul, ir::BinaryAttrs{}, {nhwc(n.inputs[0]), sc}, base + "/scale");
-        set(n, add(n, OpKind::kAdd, ir::BinaryAttrs{}, {m, sh}), true);
+        bool maps = is_4d(n.inputs[0]);
+        size_t rank = src_.value(n.inputs[0]).shape.size();
+        Dims cdims{C};
+        if (!maps && rank > 2) cdims.resize(rank - 1, 1);  // [C, 1, ...] broadcasts over L...
+        ValueId sc = out_.add_constant(base + ".scale", Tensor::from_floats(cdims, scale));
+        ValueId sh = out_.add_constant(base + ".shift", Tensor::from_floats(cdims, shift));
+        ValueId x = maps ? nhwc(n.inputs[0]) : plain(n.inputs[0]);
+        ValueId m = out_.add_node1(OpKind::kMul, ir::BinaryAttrs{}, {x, sc}, base + "/scale");
+        set(n, add(n, OpKind::kAdd, ir::BinaryAttrs{}, {m, sh}), maps);
         return;
       }
       case OpKind::kAdd:

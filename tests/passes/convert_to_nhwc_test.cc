@@ -173,5 +173,25 @@ TEST(ConvertToNhwc, PadAndConstantBroadcastsFollowTheLayout) {
   expect_same_outputs(b.g, nhwc, 5, 2);
 }
 
+TEST(ConvertToNhwc, BatchNormOverFeaturesBecomesMulAdd) {
+  // BatchNorm1d after a non-foldable op (here a ReLU after the linear layer): TFLite has no
+  // batch normalisation, so it must become Mul + Add over [N, C].
+  Builder b;
+  ValueId x = b.input(3);
+  ValueId y = b.conv(x, 3, 6, 3, 2, 1);
+  ValueId gap = b.op(OpKind::kGlobalAveragePool, NoAttrs{}, {y}, "gap");
+  ValueId flat = b.op(OpKind::kFlatten, FlattenAttrs{1}, {gap}, "flatten");
+  ValueId fc = b.op(OpKind::kGemm, GemmAttrs{}, {flat, b.g.add_constant("fc.w", random_tensor({4, 6}, b.rng)), b.g.add_constant("fc.b", random_tensor({4}, b.rng))}, "fc");
+  ValueId r = b.op(OpKind::kRelu, NoAttrs{}, {fc}, "relu");
+  ValueId bn = b.bn(r, 4, "bn1d");
+  b.g.add_output(bn);
+  Graph nhwc = b.g;
+  optimize(nhwc, {.fuse_activations = true});
+  convert_to_nhwc(nhwc);
+  EXPECT_EQ(count_op(nhwc, OpKind::kBatchNorm), 0) << dump(nhwc);
+  EXPECT_EQ(count_op(nhwc, OpKind::kTranspose), 0) << dump(nhwc);
+  expect_same_outputs(b.g, nhwc, 7, 3);
+}
+
 }  // namespace
 }  // namespace modex::passes

@@ -38,6 +38,9 @@ struct CheckpointConfig {
   std::vector<std::string> class_names;     // "class_names" or "classes"
   std::vector<float> mean;                  // "mean": per-channel normalisation (3 values)
   std::vector<float> std;                   // "std"
+  // "resize": how images were resized in training, "resize" (straight to input_size) or
+  // "resize_center_crop" (shorter side to input_size*256/224, then a center crop).
+  std::optional<std::string> resize;
 };
 
 struct Checkpoint {

@@ -86,6 +86,11 @@ void fill_config(const pickle::Dict& d, CheckpointConfig& config) {
     }
   }
   if (!config.num_classes) config.num_classes = positive_int(d.find("num_classes"));
+  if (!config.resize) {
+    const Value* v = d.find("resize");
+    if (v != nullptr && v->is(ValueKind::kString) && (v->text == "resize" || v->text == "resize_center_crop"))
+      config.resize = v->text;
+  }
   if (!config.input_size) {
     const Value* v = d.find("input_size");
     if (v != nullptr && v->is_sequence() && !v->items.empty())
@@ -158,6 +163,8 @@ CheckpointConfig config_from_metadata(
     }
   }
   if (const std::string* v = find("num_classes")) config.num_classes = parse_positive(*v);
+  if (const std::string* v = find("resize"); v != nullptr && (*v == "resize" || *v == "resize_center_crop"))
+    config.resize = *v;
   if (const std::string* v = find("input_size")) {
     config.input_size = parse_positive(*v);
     if (!config.input_size) {

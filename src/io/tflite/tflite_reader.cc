@@ -1079,10 +1079,7 @@ TfliteModel parse_tflite(std::shared_ptr<Buffer> file) {
 
 TfliteModel read_tflite(const std::filesystem::path& path) {
   try {
-    std::vector<uint8_t> bytes = read_file_bytes(path);
-    std::shared_ptr<Buffer> buffer = Buffer::allocate(bytes.size());
-    if (!bytes.empty()) std::memcpy(buffer->data(), bytes.data(), bytes.size());
-    return parse_tflite(std::move(buffer));
+    return parse_tflite(read_file_buffer(path));
   } catch (Error& e) {
     e.file(path.string());
     throw;
