@@ -131,6 +131,7 @@ def main():
         "class_names": CLASS_NAMES,
         "mean": [MEAN] * 3,
         "std": [STD] * 3,
+        "resize": "resize",  # trained on images resized straight to input_size, no center crop
         "dataset": "fashion-mnist",
         "test_accuracy": round(accuracy, 4),
     }

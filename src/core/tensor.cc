@@ -67,6 +67,15 @@ Tensor Tensor::zeros(DType dtype, Dims shape) {
   return t;
 }
 
+Tensor Tensor::empty(DType dtype, Dims shape) {
+  Tensor t;
+  t.numel_ = checked_numel(shape);
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.buffer_ = Buffer::allocate(t.nbytes());
+  return t;
+}
+
 Tensor Tensor::view(std::shared_ptr<Buffer> buffer, size_t offset, DType dtype, Dims shape) {
   Tensor t;
   t.numel_ = checked_numel(shape);

@@ -48,6 +48,8 @@ class Tensor {
   Tensor() = default;
   // Zero-initialised tensor.
   static Tensor zeros(DType dtype, Dims shape);
+  // Uninitialised tensor, for kernels that write every element.
+  static Tensor empty(DType dtype, Dims shape);
   // A view of existing storage: bytes [offset, offset + nbytes) of buffer.
   static Tensor view(std::shared_ptr<Buffer> buffer, size_t offset, DType dtype, Dims shape);
   static Tensor from_floats(Dims shape, std::span<const float> values);

@@ -14,6 +14,9 @@
 //              "threads": 1}]}                     // optional
 //   A single input may be given as "input"/"dims"/"dtype" and a single output as "output".
 //   dtype: float32 float16 float64 int8 uint8 int16 int32 int64 bool (raw little-endian bytes).
+//   An input of batch N > 1 on a model whose batch dim is dynamic (-1 in shape_signature) runs as
+//   N runs at batch 1 on one compiled model; each output file gets the N results concatenated
+//   and run_ms is the mean per run.
 // RESULTS.json: {"litert_version": "2.5.3", "results": {id: {"ok": true,
 //     "signature": key, "inputs": [{name, dtype, dims}], "outputs": [{name, dtype, dims, file}],
 //     "ops": [{"op": "CONV_2D", "version": 1}, ...],   // the model's operators, in order, read from
@@ -227,6 +230,8 @@ class Runner {
 
       const buffers = [];
       const inputs = [];
+      const slices = [];
+      let repeat = 1;
       inputNames.forEach((name, i) => {
         const given = job.inputs.find((x) => x.name === name) || (job.inputs.every((x) => !x.name) ? job.inputs[i] : null);
         if (!given) throw new Error(`no job input for signature input '${name}'`);
@@ -237,45 +242,71 @@ class Runner {
         // LiteRT runs the static `shape`; the signature shows -1 where shape_signature has it, and
         // such a dim runs at 1.
         const dims = t.dims.map((d) => (d < 0 ? 1 : d));
-        if (given.dims && JSON.stringify(given.dims) !== JSON.stringify(dims)) {
+        // A batch of N on a dynamic batch dim runs as N runs of batch 1 (outputs concatenated).
+        if (given.dims && t.dims[0] < 0 && given.dims.length === dims.length && given.dims[0] > 1 &&
+            JSON.stringify(given.dims.slice(1)) === JSON.stringify(dims.slice(1))) {
+          if (repeat !== 1 && repeat !== given.dims[0]) throw new Error(`inputs disagree on the batch size (${repeat} vs ${given.dims[0]})`);
+          repeat = given.dims[0];
+        } else if (given.dims && JSON.stringify(given.dims) !== JSON.stringify(dims)) {
           throw new Error(`input '${name}' has dims [${t.dims}] (LiteRT runs static shapes, -1 as 1), the job gives [${given.dims}]`);
         }
         inputs.push({ name, dtype: t.dtype, dims, signature_dims: t.dims });
         const bytes = dims.reduce((a, b) => a * b, DTYPES[t.dtype].bytes);
         const data = fs.readFileSync(given.file);
-        if (data.length !== bytes) throw new Error(`${given.file}: ${data.length} bytes, input '${name}' needs ${bytes}`);
+        const n = given.dims && t.dims[0] < 0 && given.dims[0] > 1 ? given.dims[0] : 1;
+        if (data.length !== bytes * n) throw new Error(`${given.file}: ${data.length} bytes, input '${name}' needs ${bytes * n}`);
+        slices.push({ data, bytes });
         const tensorType = makeType(w, t.element, dims);
         owned.push(tensorType);
         const buffer = w.LiteRtTensorBuffer.createManaged(this.env, w.LiteRtTensorBufferType.HOST_MEMORY, tensorType, bytes);
         owned.push(buffer);
-        const ptr = buffer.lock(w.LiteRtTensorBufferLockMode.WRITE);
-        try {
-          w.HEAPU8.set(data, ptr);
-        } finally {
-          buffer.unlock();
-        }
         buffers.push(buffer);
       });
 
-      const t1 = process.hrtime.bigint();
-      const results = await compiled.run(sig, buffers);
-      const runMs = Number(process.hrtime.bigint() - t1) / 1e6;
-      owned.push(...results);
-      const outputs = results.map((buffer, i) => {
-        const tensorType = buffer.tensorType();
-        const t = describeType(tensorType);
-        tensorType.delete();
-        const file = job.outputs[i] || null;
-        if (file) {
-          const ptr = buffer.lock(w.LiteRtTensorBufferLockMode.READ);
+      let runMs = 0;
+      let outputs = [];
+      const chunks = [];  // per output: the bytes of every run
+      for (let r = 0; r < repeat; r++) {
+        buffers.forEach((buffer, i) => {
+          const { data, bytes } = slices[i];
+          const ptr = buffer.lock(w.LiteRtTensorBufferLockMode.WRITE);
           try {
-            fs.writeFileSync(file, w.HEAPU8.slice(ptr, ptr + buffer.packedSize()));
+            w.HEAPU8.set(data.subarray(r * bytes, (r + 1) * bytes), ptr);
           } finally {
             buffer.unlock();
           }
+        });
+        const t1 = process.hrtime.bigint();
+        const results = await compiled.run(sig, buffers);
+        runMs += Number(process.hrtime.bigint() - t1) / 1e6;
+        outputs = results.map((buffer, i) => {
+          const tensorType = buffer.tensorType();
+          const t = describeType(tensorType);
+          tensorType.delete();
+          const file = job.outputs[i] || null;
+          if (file) {
+            const ptr = buffer.lock(w.LiteRtTensorBufferLockMode.READ);
+            try {
+              (chunks[i] = chunks[i] || []).push(w.HEAPU8.slice(ptr, ptr + buffer.packedSize()));
+            } finally {
+              buffer.unlock();
+            }
+          }
+          const dims = repeat > 1 ? [repeat, ...t.dims.slice(1)] : t.dims;
+          return { name: outputNames[i], dtype: t.dtype, dims, file };
+        });
+        for (const b of results) {
+          try {
+            b.delete();
+          } catch {
+            // already released by LiteRT
+          }
         }
-        return { name: outputNames[i], dtype: t.dtype, dims: t.dims, file };
+      }
+      outputs.forEach((o, i) => {
+        if (o.file) fs.writeFileSync(o.file, Buffer.concat(chunks[i]));
       });
+      if (repeat > 1) runMs /= repeat;  // per run
       const opCounts = {};
       for (const o of ops) opCounts[o.op] = (opCounts[o.op] || 0) + 1;
       return { ok: true, signature: key, inputs, outputs, ops, op_counts: opCounts, load_ms: loadMs, run_ms: runMs };
