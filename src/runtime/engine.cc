@@ -1,0 +1,461 @@
+// modex::Model: prepares a graph once (optimise, NHWC, float32 constants), plans each concrete
+// input shape once (shapes, arena offsets), and runs it on executors that own the kernels.
+//
+// Why executors and plans are separate: XNNPACK operators pack their weights when created and
+// keep the addresses given at setup, so one set of operators can serve only one run at a time,
+// but can be set up again for any shape. An executor (kernels + arena) is therefore the unit a
+// run checks out of a pool; a ShapePlan (immutable: value shapes, buffer offsets) is shared by all
+// executors, and an executor re-binds (setup only, no re-packing) when handed a run of another
+// shape. Concurrent runs create more executors (each packs its own weights) only while all are
+// busy.
+#include <pthreadpool.h>
+#include <xnnpack.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "io/onnx/onnx_reader.h"
+#include "io/pytorch/checkpoint.h"
+#include "io/tflite/tflite_reader.h"
+#include "models/zoo.h"
+#include "modex/runtime.h"
+#include "passes/passes.h"
+#include "runtime/kernels/kernel.h"
+
+namespace modex {
+
+using runtime::Kernel;
+using runtime::RunContext;
+
+namespace {
+
+constexpr size_t kArenaAlignment = 64;
+
+bool is_alias_op(ir::OpKind op) {
+  switch (op) {
+    case ir::OpKind::kFlatten:
+    case ir::OpKind::kReshape:
+    case ir::OpKind::kSqueeze:
+    case ir::OpKind::kUnsqueeze:
+    case ir::OpKind::kIdentity: return true;
+    default: return false;
+  }
+}
+
+// Where a value lives during a run at one shape.
+enum class Home : uint8_t { kUnused, kConstant, kArena, kAlias };
+
+struct ShapePlan {
+  std::vector<Dims> dims;         // per value
+  std::vector<Home> home;         // per value
+  std::vector<size_t> offset;     // kArena: byte offset in the arena
+  std::vector<ir::ValueId> root;  // kAlias: the arena value whose storage it shares
+  size_t arena_bytes = 0;
+};
+
+TensorInfo info_of(const ir::Value& v) {
+  TensorInfo t;
+  t.name = v.name;
+  t.dtype = v.dtype;
+  for (const ir::Dim& d : v.shape) {
+    t.shape.push_back(d.is_static() ? d.value : -1);
+    t.dim_names.push_back(d.is_static() ? "" : d.symbol);
+  }
+  return t;
+}
+
+// Greedy-by-size placement: each buffer goes at the lowest offset that does not overlap a
+// placed buffer whose lifetime [first, last] (step indices) intersects its own.
+struct Block {
+  ir::ValueId value;
+  size_t bytes;
+  int first, last;
+  size_t offset = 0;
+};
+
+size_t place_blocks(std::vector<Block>& blocks) {
+  std::vector<size_t> order(blocks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return blocks[a].bytes > blocks[b].bytes; });
+  std::vector<size_t> placed;
+  size_t total = 0;
+  for (size_t i : order) {
+    Block& b = blocks[i];
+    std::vector<std::pair<size_t, size_t>> busy;  // [begin, end) of conflicting placed blocks
+    for (size_t j : placed) {
+      const Block& p = blocks[j];
+      if (p.first <= b.last && b.first <= p.last) busy.emplace_back(p.offset, p.offset + p.bytes);
+    }
+    std::sort(busy.begin(), busy.end());
+    size_t at = 0;
+    for (auto [begin, end] : busy) {
+      if (at + b.bytes <= begin) break;
+      at = std::max(at, (end + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment);
+    }
+    b.offset = at;
+    total = std::max(total, at + b.bytes);
+    placed.push_back(i);
+  }
+  return total;
+}
+
+}  // namespace
+
+struct Executor {
+  std::vector<std::unique_ptr<Kernel>> kernels;  // per node; nullptr for aliases
+  const ShapePlan* bound = nullptr;
+  std::shared_ptr<Buffer> arena;
+  std::vector<Tensor> vals;
+  std::vector<double> profile_seconds;  // per node, summed over runs (MODEX_PROFILE=1)
+};
+
+struct Model::Impl {
+  ir::Graph graph;                // optimised, NHWC, float32 constants
+  std::vector<bool> nchw_input;   // per input: callers give NCHW, the graph takes NHWC
+  std::vector<TensorInfo> inputs, outputs;
+  ModelOptions options;
+  int threads = 1;
+  pthreadpool_t pool = nullptr;
+  mutable std::mutex pool_mutex;
+  bool profile = false;
+
+  mutable std::mutex mutex;  // guards plans, idle, profile totals
+  mutable std::map<std::vector<Dims>, std::unique_ptr<ShapePlan>> plans;
+  mutable std::vector<std::unique_ptr<Executor>> idle;
+  mutable std::vector<double> profile_total;
+  mutable int64_t profile_runs = 0;
+  mutable std::vector<std::string> last_kernel_names;
+
+  ~Impl() {
+    if (profile && profile_runs > 0) print_profile();
+    idle.clear();  // operators before the pool they were set up with
+    if (pool) pthreadpool_destroy(pool);
+  }
+
+  RunContext context() const { return RunContext{pool, pool ? &pool_mutex : nullptr}; }
+
+  std::unique_ptr<Executor> make_executor() const {
+    auto e = std::make_unique<Executor>();
+    std::vector<runtime::KernelBackend> backends;
+    if (options.backend == Backend::kAuto) {
+      backends.push_back(runtime::KernelBackend::kNative);
+      backends.push_back(runtime::KernelBackend::kXnnpack);
+    }
+    backends.push_back(runtime::KernelBackend::kReference);
+    const auto& registry = runtime::KernelRegistry::instance();
+    for (const ir::Node& n : graph.nodes()) {
+      if (n.dead || is_alias_op(n.op)) {
+        e->kernels.emplace_back();
+        continue;
+      }
+      e->kernels.push_back(registry.create({graph, n}, backends));
+    }
+    e->profile_seconds.assign(graph.nodes().size(), 0.0);
+    return e;
+  }
+
+  const ShapePlan& plan_for(const std::vector<Dims>& key) const {
+    auto it = plans.find(key);
+    if (it != plans.end()) return *it->second;
+    ir::Graph g = graph;
+    for (size_t i = 0; i < key.size(); ++i) g.value(g.inputs()[i]).shape = ir::static_shape(key[i]);
+    g.infer_shapes();
+    auto p = std::make_unique<ShapePlan>();
+    size_t nv = g.values().size();
+    p->dims.resize(nv);
+    p->home.assign(nv, Home::kUnused);
+    p->offset.assign(nv, 0);
+    p->root.assign(nv, ir::kNoValue);
+    for (size_t v = 0; v < nv; ++v) {
+      const ir::Value& val = g.values()[v];
+      if (val.is_constant()) {
+        p->home[v] = Home::kConstant;
+        p->dims[v] = val.constant.shape();
+        continue;
+      }
+      auto d = ir::to_dims(val.shape);
+      if (d) p->dims[v] = *d;
+    }
+    // Lifetimes in steps: graph inputs are written at step 0, node i runs at step i + 1.
+    std::vector<int> first(nv, -1), last(nv, -1);
+    auto root_of = [&](ir::ValueId v) { return p->home[static_cast<size_t>(v)] == Home::kAlias ? p->root[static_cast<size_t>(v)] : v; };
+    for (ir::ValueId in : g.inputs()) {
+      p->home[static_cast<size_t>(in)] = Home::kArena;
+      first[static_cast<size_t>(in)] = last[static_cast<size_t>(in)] = 0;
+    }
+    int step = 0;
+    for (const ir::Node& n : g.nodes()) {
+      ++step;
+      if (n.dead) continue;
+      for (ir::ValueId v : n.inputs)
+        if (v != ir::kNoValue && p->home[static_cast<size_t>(v)] != Home::kConstant)
+          last[static_cast<size_t>(root_of(v))] = step;
+      size_t out = static_cast<size_t>(n.outputs[0]);
+      if (!ir::to_dims(g.value(n.outputs[0]).shape))
+        throw Error("output shape " + ir::shape_to_string(g.value(n.outputs[0]).shape) + " is not concrete", ErrorKind::kUnsupported)
+            .node(n.name)
+            .op(std::string(ir::op_name(n.op)));
+      if (is_alias_op(n.op)) {
+        ir::ValueId src = n.inputs[0];
+        if (p->home[static_cast<size_t>(src)] == Home::kConstant) {
+          p->home[out] = Home::kConstant;  // a view of the constant, reshaped
+        } else {
+          p->home[out] = Home::kAlias;
+          p->root[out] = root_of(src);
+        }
+        continue;
+      }
+      p->home[out] = Home::kArena;
+      first[out] = last[out] = step;
+    }
+    for (ir::ValueId o : g.outputs())
+      if (p->home[static_cast<size_t>(o)] != Home::kConstant) last[static_cast<size_t>(root_of(o))] = step + 1;
+    std::vector<Block> blocks;
+    for (size_t v = 0; v < nv; ++v)
+      if (p->home[v] == Home::kArena) {
+        size_t bytes = static_cast<size_t>(checked_numel(p->dims[v])) * sizeof(float);
+        blocks.push_back({static_cast<ir::ValueId>(v), std::max<size_t>(bytes, 1), first[v], last[v]});
+      }
+    p->arena_bytes = place_blocks(blocks);
+    for (const Block& b : blocks) p->offset[static_cast<size_t>(b.value)] = b.offset;
+    return *plans.emplace(key, std::move(p)).first->second;
+  }
+
+  // Points the executor's tensors at its arena for `plan` and sets every kernel up.
+  void bind(Executor& e, const ShapePlan& plan) const {
+    if (e.bound == &plan) return;
+    e.bound = nullptr;  // stays unbound if a setup below throws
+    // XNNPACK may read up to XNN_EXTRA_BYTES past an input's end.
+    size_t need = plan.arena_bytes + XNN_EXTRA_BYTES + kArenaAlignment;
+    if (!e.arena || e.arena->size() < need) e.arena = Buffer::allocate(need);
+    size_t nv = graph.values().size();
+    e.vals.assign(nv, Tensor());
+    for (size_t v = 0; v < nv; ++v) {
+      switch (plan.home[v]) {
+        case Home::kUnused: break;
+        case Home::kConstant:
+          e.vals[v] = graph.values()[v].is_constant() ? graph.values()[v].constant : Tensor();
+          break;
+        case Home::kArena: e.vals[v] = Tensor::view(e.arena, plan.offset[v], DType::kFloat32, plan.dims[v]); break;
+        case Home::kAlias: break;
+      }
+    }
+    // Aliases and reshaped constants, in node order (their sources come first).
+    for (const ir::Node& n : graph.nodes()) {
+      if (n.dead || !is_alias_op(n.op)) continue;
+      size_t out = static_cast<size_t>(n.outputs[0]);
+      e.vals[out] = e.vals[static_cast<size_t>(n.inputs[0])].reshaped(plan.dims[out]);
+    }
+    RunContext ctx = context();
+    std::vector<Tensor> ins;
+    for (size_t i = 0; i < graph.nodes().size(); ++i) {
+      const ir::Node& n = graph.nodes()[i];
+      if (!e.kernels[i]) continue;
+      ins.clear();
+      for (ir::ValueId v : n.inputs) ins.push_back(v == ir::kNoValue ? Tensor() : e.vals[static_cast<size_t>(v)]);
+      e.kernels[i]->setup(ins, std::span<Tensor>(&e.vals[static_cast<size_t>(n.outputs[0])], 1), ctx);
+    }
+    e.bound = &plan;
+  }
+
+  std::vector<Tensor> run(const std::vector<Tensor>& in) const {
+    if (in.size() != inputs.size())
+      throw Error("expected " + std::to_string(inputs.size()) + " inputs, got " + std::to_string(in.size()));
+    std::vector<Dims> key;
+    for (size_t i = 0; i < in.size(); ++i) {
+      const TensorInfo& info = inputs[i];
+      const Dims& s = in[i].shape();
+      bool ok = in[i].defined() && s.size() == info.shape.size() && is_float(in[i].dtype());
+      for (size_t d = 0; ok && d < s.size(); ++d) ok = s[d] > 0 && (info.shape[d] < 0 || info.shape[d] == s[d]);
+      if (!ok) {
+        std::string want;
+        for (size_t d = 0; d < info.shape.size(); ++d)
+          want += (d ? ", " : "") + (info.shape[d] >= 0 ? std::to_string(info.shape[d]) : info.dim_names[d].empty() ? "?" : info.dim_names[d]);
+        throw Error("input " + (in[i].defined() ? std::string(dtype_name(in[i].dtype())) + " " + dims_to_string(s) : "undefined") +
+                    " does not match [" + want + "] float")
+            .tensor(info.name);
+      }
+      key.push_back(nchw_input[i] ? Dims{s[0], s[2], s[3], s[1]} : s);
+    }
+
+    std::unique_ptr<Executor> e;
+    const ShapePlan* plan = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      plan = &plan_for(key);
+      auto it = std::find_if(idle.begin(), idle.end(), [&](const auto& x) { return x->bound == plan; });
+      if (it == idle.end() && !idle.empty()) it = idle.end() - 1;
+      if (it != idle.end()) {
+        e = std::move(*it);
+        idle.erase(it);
+      }
+    }
+    if (!e) e = make_executor();
+    struct Checkin {
+      const Impl* self;
+      std::unique_ptr<Executor>& e;
+      ~Checkin() {
+        if (!e) return;
+        std::lock_guard<std::mutex> lock(self->mutex);
+        self->idle.push_back(std::move(e));
+      }
+    } checkin{this, e};
+
+    bind(*e, *plan);
+    for (size_t i = 0; i < in.size(); ++i) copy_input(in[i], nchw_input[i], e->vals[static_cast<size_t>(graph.inputs()[i])]);
+    RunContext ctx = context();
+    using Clock = std::chrono::steady_clock;
+    for (size_t i = 0; i < e->kernels.size(); ++i) {
+      if (!e->kernels[i]) continue;
+      if (profile) {
+        auto t0 = Clock::now();
+        e->kernels[i]->run(ctx);
+        e->profile_seconds[i] += std::chrono::duration<double>(Clock::now() - t0).count();
+      } else {
+        e->kernels[i]->run(ctx);
+      }
+    }
+    std::vector<Tensor> outs;
+    for (ir::ValueId o : graph.outputs()) outs.push_back(e->vals[static_cast<size_t>(o)].clone());
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      last_kernel_names.clear();
+      for (const auto& k : e->kernels) last_kernel_names.push_back(k ? std::string(k->name()) : "alias");
+      if (profile) {
+        profile_total.resize(e->kernels.size(), 0.0);
+        for (size_t i = 0; i < e->kernels.size(); ++i) {
+          profile_total[i] += e->profile_seconds[i];
+          e->profile_seconds[i] = 0;
+        }
+        ++profile_runs;
+      }
+    }
+    return outs;
+  }
+
+  static void copy_input(const Tensor& src_any, bool nchw, Tensor& dst) {
+    Tensor src = src_any.to(DType::kFloat32);
+    if (!nchw) {
+      std::memcpy(dst.raw_mutable(), src.raw(), dst.nbytes());
+      return;
+    }
+    const int64_t N = src.dim(0), C = src.dim(1), HW = src.dim(2) * src.dim(3);
+    const float* s = src.data<float>();
+    float* d = dst.data_mutable<float>();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const float* sp = s + (n * C + c) * HW;
+        float* dp = d + n * HW * C + c;
+        for (int64_t p = 0; p < HW; ++p) dp[p * C] = sp[p];
+      }
+  }
+
+  void print_profile() const {
+    double total = 0;
+    for (double t : profile_total) total += t;
+    std::fprintf(stderr, "modex profile: %lld runs, %.3f ms per run\n", static_cast<long long>(profile_runs),
+                 1e3 * total / static_cast<double>(profile_runs));
+    for (size_t i = 0; i < profile_total.size(); ++i) {
+      if (profile_total[i] == 0) continue;
+      const ir::Node& n = graph.nodes()[i];
+      std::fprintf(stderr, "%9.3f ms %5.1f%%  %-36s %-12s %s\n", 1e3 * profile_total[i] / static_cast<double>(profile_runs),
+                   100 * profile_total[i] / total, i < last_kernel_names.size() ? last_kernel_names[i].c_str() : "",
+                   std::string(ir::op_name(n.op)).c_str(), n.name.c_str());
+    }
+  }
+};
+
+namespace {
+
+bool has_nhwc_ops(const ir::Graph& g) {
+  for (const ir::Node& n : g.nodes()) {
+    if (n.dead) continue;
+    if (auto* c = std::get_if<ir::ConvAttrs>(&n.attrs); c && c->layout == ir::Layout::kNHWC) return true;
+    if (auto* p = std::get_if<ir::PoolAttrs>(&n.attrs); p && p->layout == ir::Layout::kNHWC) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::shared_ptr<Model> Model::from_graph(const ir::Graph& source, const ModelOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  ir::Graph g = source;
+  for (ir::ValueId in : g.inputs()) impl->inputs.push_back(info_of(g.value(in)));
+  passes::optimize(g, {.fuse_activations = true});
+  std::vector<bool> nchw(g.inputs().size(), false);
+  if (!has_nhwc_ops(g)) {
+    // The graph's 4-D inputs become NHWC; the engine transposes callers' NCHW images on the way
+    // in (cheaper than a Transpose node, and the copy into the arena is needed anyway).
+    for (size_t i = 0; i < g.inputs().size(); ++i) nchw[i] = g.value(g.inputs()[i]).shape.size() == 4;
+    passes::convert_to_nhwc(g, {.nchw_input = false});
+  }
+  for (size_t v = 0; v < g.values().size(); ++v) {
+    ir::Value& val = g.value(static_cast<ir::ValueId>(v));
+    if (val.is_constant() && val.constant.dtype() != DType::kFloat32) {
+      val.constant = val.constant.to(DType::kFloat32);
+      val.dtype = DType::kFloat32;
+    }
+  }
+  for (ir::ValueId in : g.inputs())
+    if (!is_float(g.value(in).dtype))
+      throw Error("only float inputs are supported", ErrorKind::kUnsupported).tensor(g.value(in).name);
+  impl->nchw_input = nchw;
+  for (ir::ValueId o : g.outputs()) impl->outputs.push_back(info_of(g.value(o)));
+  impl->graph = std::move(g);
+
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  impl->threads = std::max(threads, 1);
+  if (impl->threads > 1) impl->pool = pthreadpool_create(static_cast<size_t>(impl->threads));
+  const char* prof = std::getenv("MODEX_PROFILE");
+  impl->profile = prof && *prof && std::strcmp(prof, "0") != 0;
+  // Kernels are created now so that unsupported ops fail at load, not at the first request.
+  impl->idle.push_back(impl->make_executor());
+  return std::shared_ptr<Model>(new Model(std::move(impl)));
+}
+
+std::shared_ptr<Model> Model::load(const std::filesystem::path& path, const ModelOptions& options) {
+  if (!std::filesystem::exists(path)) throw Error("model file not found", ErrorKind::kIo).file(path.string());
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (ext == ".onnx") return from_graph(onnx_io::import_onnx(path), options);
+  if (ext == ".tflite") return from_graph(tflite_io::read_tflite(path).graph, options);
+  Checkpoint ckpt = load_checkpoint(path);
+  models::BuildOptions bo;
+  bo.num_classes = ckpt.config.num_classes;
+  models::BuiltModel built = [&] {
+    try {
+      return models::build_model(ckpt.weights, bo);
+    } catch (Error& e) {
+      e.file(path.string());
+      throw;
+    }
+  }();
+  ckpt.weights.clear();
+  built.graph.metadata["architecture"] = built.architecture;
+  built.graph.metadata["num_classes"] = std::to_string(built.num_classes);
+  built.graph.metadata["input_size"] = std::to_string(ckpt.config.input_size.value_or(built.default_input_size));
+  return from_graph(built.graph, options);
+}
+
+const std::vector<TensorInfo>& Model::inputs() const { return impl_->inputs; }
+const std::vector<TensorInfo>& Model::outputs() const { return impl_->outputs; }
+const std::map<std::string, std::string>& Model::metadata() const { return impl_->graph.metadata; }
+int Model::threads() const { return impl_->threads; }
+const ir::Graph& Model::graph() const { return impl_->graph; }
+std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const { return impl_->run(inputs); }
+
+std::vector<std::string> Model::kernel_names() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->last_kernel_names;
+}
+
+}  // namespace modex

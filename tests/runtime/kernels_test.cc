@@ -1,0 +1,423 @@
+// Each XNNPACK kernel against the reference kernels, over its attribute space: single-op graphs
+// run by the engine and by run_reference on the same random data.
+#include <gtest/gtest.h>
+#include <pthreadpool.h>
+
+#include <atomic>
+
+#include "ir/graph.h"
+#include "modex/runtime.h"
+#include "runtime/reference.h"
+#include "runtime_test_util.h"
+
+namespace modex::runtime_test {
+namespace {
+using namespace modex::ir;
+
+Shape nhwc_input_shape(int64_t c) { return {Dim::named("batch"), Dim::named("height"), Dim::named("width"), Dim::fixed(c)}; }
+
+// Runs `g` on `inputs` in the engine (XNNPACK backend) and the reference executor; outputs must
+// agree, and the engine must have used `kernel` for some node (when given).
+void expect_matches_reference(const Graph& g, const std::vector<Tensor>& inputs, const std::string& kernel,
+                              int threads = 2, float tolerance = kF32Tolerance) {
+  auto model = Model::from_graph(g, {.threads = threads});
+  auto got = model->run(inputs);
+  auto want = runtime::run_reference(g, inputs);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(close(want[i], got[i], tolerance)) << "output " << i;
+  if (!kernel.empty()) {  // "a|b": either kernel (e.g. the native one needs AVX2)
+    auto names = model->kernel_names();
+    bool found = false;
+    for (size_t begin = 0; begin <= kernel.size();) {
+      size_t end = std::min(kernel.find('|', begin), kernel.size());
+      found |= std::find(names.begin(), names.end(), kernel.substr(begin, end - begin)) != names.end();
+      begin = end + 1;
+    }
+    EXPECT_TRUE(found) << "kernel " << kernel << " not used";
+  }
+}
+
+struct ConvCase {
+  int64_t n, h, w, c, o, k, stride;
+  std::vector<int64_t> pads;  // top, left, bottom, right
+  int64_t dilation, groups;
+  Activation act;
+  bool bias;
+  std::string kernel;
+};
+
+Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f) {
+  Graph g;
+  ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(p.c));
+  ConvAttrs a;
+  a.kernel = {p.k, p.k};
+  a.strides = {p.stride, p.stride};
+  a.pads = p.pads;
+  a.dilations = {p.dilation, p.dilation};
+  a.groups = p.groups;
+  a.activation = p.act;
+  a.layout = Layout::kNHWC;
+  std::vector<ValueId> ins{x, g.add_constant("w", random_tensor({p.o, p.k, p.k, p.c / p.groups}, rng, -weight_scale, weight_scale))};
+  if (p.bias) ins.push_back(g.add_constant("b", random_tensor({p.o}, rng)));
+  g.add_output(g.add_node1(OpKind::kConv, a, ins, "conv"));
+  return g;
+}
+
+TEST(XnnKernels, ConvolutionMatchesReference) {
+  const std::string dense = "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32", conv = "xnn_conv2d_nhwc_f32",
+                    dw = "xnn_dwconv2d_nhwc_f32";
+  std::vector<ConvCase> cases = {
+      {1, 9, 11, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
+      {2, 10, 9, 8, 12, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},   // asymmetric pads
+      {1, 7, 7, 16, 24, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, false, dense},  // 1x1, no bias
+      {1, 13, 12, 4, 8, 5, 1, {4, 4, 4, 4}, 2, 1, Activation::kNone, true, dense},    // dilation
+      {1, 23, 21, 3, 16, 7, 2, {3, 3, 3, 3}, 1, 1, Activation::kRelu, true, dense},   // ResNet stem
+      {2, 8, 8, 16, 32, 3, 1, {1, 1, 1, 1}, 1, 4, Activation::kHardSwish, true, conv},  // grouped
+      {1, 12, 10, 16, 16, 3, 2, {1, 1, 1, 1}, 1, 16, Activation::kRelu6, true, dw},     // depthwise
+      {1, 11, 11, 24, 24, 5, 1, {2, 2, 2, 2}, 1, 24, Activation::kSilu, true, dw},      // depthwise 5x5
+      {1, 9, 9, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kSigmoid, true, conv},     // multiplier 2
+      {3, 6, 5, 32, 8, 3, 1, {1, 0, 1, 2}, 1, 1, Activation::kSilu, true, dense},
+      {1, 1, 1, 16, 4, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kSilu, true, dense},  // squeeze-excite 1x1
+      {2, 15, 13, 40, 37, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, dense},  // 1x1 direct, row/col tails
+      {1, 9, 8, 300, 21, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},   // long K: small row blocks
+      {1, 16, 16, 24, 40, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, false, dense},  // 1x1 stride 2
+  };
+  std::mt19937 rng(1);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    const ConvCase& p = cases[i];
+    Graph g = conv_graph(p, rng);
+    expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, p.kernel, i % 2 ? 1 : 2);
+  }
+}
+
+// The harness must be able to fail: one changed weight has to be noticed.
+TEST(XnnKernels, ComparisonDetectsAPerturbedWeight) {
+  std::mt19937 rng(2);
+  ConvCase p{1, 8, 8, 8, 8, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, ""};
+  Graph g = conv_graph(p, rng);
+  Tensor x = random_tensor({1, 8, 8, 8}, rng);
+  auto got = Model::from_graph(g)->run({x});
+  Graph mutated = g;
+  Tensor w = mutated.value(*mutated.find_value("w")).constant.clone();
+  w.data_mutable<float>()[17] += 0.05f;
+  mutated.value(*mutated.find_value("w")).constant = w;
+  EXPECT_TRUE(close(runtime::run_reference(g, {x})[0], got[0]));
+  EXPECT_FALSE(close(runtime::run_reference(mutated, {x})[0], got[0]));
+}
+
+struct PoolCase {
+  bool max;
+  int64_t h, w, k, stride;
+  std::vector<int64_t> pads;
+  int64_t dilation;
+  bool ceil_mode, count_include_pad;
+  std::string kernel;  // "" when the reference pool is expected
+};
+
+TEST(XnnKernels, PoolingMatchesReference) {
+  const std::string mx = "xnn_max_pooling2d_nhwc_f32", avg = "xnn_average_pooling2d_nhwc_f32";
+  std::vector<PoolCase> cases = {
+      {true, 12, 12, 3, 2, {1, 1, 1, 1}, 1, false, false, mx},  // ResNet
+      {true, 11, 9, 2, 2, {0, 0, 0, 0}, 1, true, false, mx},    // ceil_mode, odd sizes
+      {true, 10, 10, 3, 2, {0, 0, 0, 0}, 1, true, false, mx},
+      {true, 13, 12, 3, 1, {2, 2, 2, 2}, 2, false, false, mx},  // dilation
+      {true, 9, 9, 3, 3, {1, 1, 1, 1}, 1, true, false, mx},
+      {false, 10, 11, 3, 1, {1, 1, 1, 1}, 1, false, false, avg},
+      {false, 10, 11, 3, 2, {1, 1, 1, 1}, 1, false, true, ""},  // count_include_pad: reference
+      {false, 11, 9, 2, 2, {0, 0, 0, 0}, 1, true, false, avg},   // ceil_mode overhang is never counted
+      {false, 11, 9, 3, 2, {0, 0, 0, 0}, 1, true, true, avg},
+      {false, 11, 9, 3, 2, {1, 1, 1, 1}, 1, true, false, avg},
+      {false, 8, 8, 2, 2, {0, 0, 0, 0}, 1, false, true, avg},
+  };
+  std::mt19937 rng(3);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    const PoolCase& p = cases[i];
+    Graph g;
+    ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(6));
+    PoolAttrs a;
+    a.kernel = {p.k, p.k};
+    a.strides = {p.stride, p.stride};
+    a.pads = p.pads;
+    a.dilations = {p.dilation, p.dilation};
+    a.ceil_mode = p.ceil_mode;
+    a.count_include_pad = p.count_include_pad;
+    a.layout = Layout::kNHWC;
+    g.add_output(g.add_node1(p.max ? OpKind::kMaxPool : OpKind::kAveragePool, a, {x}, "pool"));
+    expect_matches_reference(g, {random_tensor({2, p.h, p.w, 6}, rng)}, p.kernel);
+  }
+}
+
+TEST(XnnKernels, GlobalMeanMatchesReference) {
+  std::mt19937 rng(4);
+  for (bool keepdims : {true, false}) {
+    Graph g;
+    ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(20));
+    // An NHWC op first so the graph is taken as NHWC.
+    PoolAttrs pa;
+    pa.kernel = {2, 2};
+    pa.layout = Layout::kNHWC;
+    ValueId p = g.add_node1(OpKind::kMaxPool, pa, {x}, "pool");
+    g.add_output(g.add_node1(OpKind::kReduceMean, ReduceAttrs{{1, 2}, keepdims}, {p}, "mean"));
+    expect_matches_reference(g, {random_tensor({3, 7, 9, 20}, rng)}, "xnn_global_average_pooling_nwc_f32");
+  }
+}
+
+TEST(XnnKernels, FullyConnectedMatchesReference) {
+  std::mt19937 rng(5);
+  for (Activation act : {Activation::kNone, Activation::kRelu, Activation::kHardSwish, Activation::kSigmoid}) {
+    for (bool bias : {true, false}) {
+      Graph g;
+      ValueId x = g.add_input("x", DType::kFloat32, {Dim::named("batch"), Dim::fixed(64)});
+      std::vector<ValueId> ins{x, g.add_constant("w", random_tensor({10, 64}, rng))};
+      if (bias) ins.push_back(g.add_constant("b", random_tensor({10}, rng)));
+      g.add_output(g.add_node1(OpKind::kGemm, GemmAttrs{act}, ins, "fc"));
+      expect_matches_reference(g, {random_tensor({3, 64}, rng)}, "xnn_fully_connected_nc_f32");
+    }
+  }
+  Graph g;
+  ValueId x = g.add_input("x", DType::kFloat32, {Dim::named("batch"), Dim::fixed(32)});
+  g.add_output(g.add_node1(OpKind::kMatMul, NoAttrs{}, {x, g.add_constant("w", random_tensor({32, 7}, rng))}, "mm"));
+  expect_matches_reference(g, {random_tensor({5, 32}, rng)}, "xnn_fully_connected_nc_f32");
+}
+
+struct BinaryCase {
+  OpKind op;
+  Dims a, b;
+  bool b_constant;
+  Activation act;
+};
+
+TEST(XnnKernels, BinaryMatchesReference) {
+  std::vector<BinaryCase> cases = {
+      {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kNone},
+      {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kRelu},
+      {OpKind::kMul, {2, 8, 5, 6}, {2, 8, 1, 1}, false, Activation::kNone},  // squeeze-excite scale
+      {OpKind::kSub, {3, 4, 7}, {4, 1}, true, Activation::kRelu6},
+      {OpKind::kDiv, {5, 1, 8}, {1, 6, 1}, false, Activation::kNone},  // both sides broadcast
+      {OpKind::kMul, {4, 9}, {9}, true, Activation::kHardSwish},
+      {OpKind::kAdd, {4, 9}, {}, true, Activation::kSigmoid},  // scalar
+      {OpKind::kSub, {2, 3, 4, 5}, {1, 3, 1, 1}, true, Activation::kSilu},
+      {OpKind::kDiv, {2, 3, 4, 5}, {3, 1, 1}, true, Activation::kNone},
+  };
+  const char* names[] = {"xnn_add_nd_f32", "xnn_subtract_nd_f32", "xnn_multiply_nd_f32", "xnn_divide_nd_f32"};
+  std::mt19937 rng(6);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    const BinaryCase& p = cases[i];
+    Graph g;
+    auto shape = [](const Dims& d) { return static_shape(d); };
+    ValueId a = g.add_input("a", DType::kFloat32, shape(p.a));
+    Tensor bt = random_tensor(p.b, rng, 0.5f, 1.5f);  // away from zero for Div
+    std::vector<Tensor> inputs{random_tensor(p.a, rng)};
+    ValueId b;
+    if (p.b_constant) {
+      b = g.add_constant("b", bt);
+    } else {
+      b = g.add_input("b", DType::kFloat32, shape(p.b));
+      inputs.push_back(bt);
+    }
+    g.add_output(g.add_node1(p.op, BinaryAttrs{p.act}, {a, b}, "op"));
+    size_t which = p.op == OpKind::kAdd ? 0 : p.op == OpKind::kSub ? 1 : p.op == OpKind::kMul ? 2 : 3;
+    expect_matches_reference(g, inputs, names[which]);
+  }
+}
+
+TEST(XnnKernels, UnaryMatchesReference) {
+  struct Case {
+    OpKind op;
+    OpAttrs attrs;
+    std::string kernel;
+  };
+  std::vector<Case> cases = {
+      {OpKind::kRelu, NoAttrs{}, "xnn_clamp_nc_f32"},
+      {OpKind::kClip, ClipAttrs{-0.5f, 0.25f}, "xnn_clamp_nc_f32"},
+      {OpKind::kLeakyRelu, LeakyReluAttrs{0.1f}, "xnn_leaky_relu_nc_f32"},
+      {OpKind::kSigmoid, NoAttrs{}, "xnn_sigmoid_nc_f32"},
+      {OpKind::kHardSwish, NoAttrs{}, "xnn_hardswish_nc_f32"},
+      {OpKind::kSilu, NoAttrs{}, "xnn_silu_f32"},
+      {OpKind::kTanh, NoAttrs{}, "ref_Tanh"},
+      {OpKind::kHardSigmoid, HardSigmoidAttrs{0.25f, 0.4f}, "xnn_hardsigmoid_f32"},
+  };
+  std::mt19937 rng(7);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(op_name(c.op)));
+    Graph g;
+    ValueId x = g.add_input("x", DType::kFloat32, {Dim::named("batch"), Dim::fixed(1000)});
+    g.add_output(g.add_node1(c.op, c.attrs, {x}, "op"));
+    expect_matches_reference(g, {random_tensor({3, 1000}, rng, -6.0f, 6.0f)}, c.kernel);
+  }
+}
+
+TEST(XnnKernels, SoftmaxPadConcatTransposeMatchReference) {
+  std::mt19937 rng(8);
+  {
+    Graph g;
+    ValueId x = g.add_input("x", DType::kFloat32, {Dim::named("batch"), Dim::fixed(10)});
+    g.add_output(g.add_node1(OpKind::kSoftmax, AxisAttrs{1}, {x}, "softmax"));
+    expect_matches_reference(g, {random_tensor({4, 10}, rng, -5, 5)}, "xnn_softmax_nc_f32");
+  }
+  {
+    Graph g;  // not the last axis: reference
+    ValueId x = g.add_input("x", DType::kFloat32, static_shape({2, 5, 3}));
+    g.add_output(g.add_node1(OpKind::kSoftmax, AxisAttrs{1}, {x}, "softmax"));
+    expect_matches_reference(g, {random_tensor({2, 5, 3}, rng, -5, 5)}, "ref_Softmax");
+  }
+  {
+    Graph g;  // NCHW graph: the NHWC conversion permutes the pads
+    ValueId x = g.add_input("x", DType::kFloat32, static_shape({2, 3, 5, 4}));
+    g.add_output(g.add_node1(OpKind::kPad, PadAttrs{{0, 0, 1, 2, 0, 0, 2, 1}, 0.5f}, {x}, "pad"));
+    expect_matches_reference(g, {random_tensor({2, 3, 5, 4}, rng)}, "xnn_constant_pad_nd_x32");
+  }
+  {
+    Graph g;
+    ValueId a = g.add_input("a", DType::kFloat32, static_shape({2, 3, 5, 4}));
+    ValueId b = g.add_input("b", DType::kFloat32, static_shape({2, 6, 5, 4}));
+    ValueId c = g.add_node1(OpKind::kConcat, AxisAttrs{1}, {a, b}, "concat");
+    g.add_output(g.add_node1(OpKind::kTranspose, TransposeAttrs{{0, 2, 1, 3}}, {c}, "transpose"));
+    expect_matches_reference(g, {random_tensor({2, 3, 5, 4}, rng), random_tensor({2, 6, 5, 4}, rng)}, "ref_Concat");
+  }
+}
+
+}  // namespace
+}  // namespace modex::runtime_test
+
+// modex's pthreadpool (src/runtime/kernels/thread_pool.cc): every parallelize form visits each
+// item of its grid exactly once, with the right tile extents, on a pool and without one.
+namespace pool_test {
+
+struct Grid {
+  std::vector<size_t> range;
+  std::vector<std::atomic<int>> hits;
+  explicit Grid(std::vector<size_t> r) : range(std::move(r)), hits(count()) {}
+  size_t count() const {
+    size_t n = 1;
+    for (size_t v : range) n *= v;
+    return n;
+  }
+  // Marks the box [start, start + extent) (extent 1 in untiled dims).
+  void mark(const std::vector<size_t>& start, const std::vector<size_t>& extent) {
+    for (size_t idx = 0; idx < hits.size(); ++idx) {
+      size_t r = idx;
+      bool in = true;
+      for (size_t d = range.size(); d-- > 0;) {
+        size_t c = r % range[d];
+        r /= range[d];
+        in &= c >= start[d] && c < start[d] + extent[d];
+      }
+      if (in) hits[idx].fetch_add(1);
+    }
+  }
+  bool all_once() const {
+    return std::all_of(hits.begin(), hits.end(), [](const std::atomic<int>& h) { return h.load() == 1; });
+  }
+};
+
+}  // namespace pool_test
+
+TEST(ThreadPool, EveryParallelizeFormVisitsEachItemOnce) {
+  using pool_test::Grid;
+  for (size_t threads : {0, 1, 2, 3}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    pthreadpool_t pool = threads ? pthreadpool_create(threads) : nullptr;
+    if (threads) {
+      EXPECT_EQ(pthreadpool_get_threads_count(pool), threads);
+    }
+    {
+      Grid g({1000});
+      pthreadpool_parallelize_1d(pool, [](void* c, size_t i) { static_cast<Grid*>(c)->mark({i}, {1}); }, &g, 1000, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({103});
+      pthreadpool_parallelize_1d_tile_1d(pool, [](void* c, size_t i, size_t n) { static_cast<Grid*>(c)->mark({i}, {n}); }, &g,
+                                         103, 10, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({7, 9});
+      pthreadpool_parallelize_2d(pool, [](void* c, size_t i, size_t j) { static_cast<Grid*>(c)->mark({i, j}, {1, 1}); }, &g, 7,
+                                 9, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({5, 17});
+      pthreadpool_parallelize_2d_tile_1d(
+          pool, [](void* c, size_t i, size_t j, size_t nj) { static_cast<Grid*>(c)->mark({i, j}, {1, nj}); }, &g, 5, 17, 4,
+          PTHREADPOOL_FLAG_DISABLE_DENORMALS);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({13, 17});
+      pthreadpool_parallelize_2d_tile_2d(
+          pool, [](void* c, size_t i, size_t j, size_t ni, size_t nj) { static_cast<Grid*>(c)->mark({i, j}, {ni, nj}); }, &g,
+          13, 17, 3, 5, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({3, 4, 5});
+      pthreadpool_parallelize_3d(
+          pool, [](void* c, size_t i, size_t j, size_t k) { static_cast<Grid*>(c)->mark({i, j, k}, {1, 1, 1}); }, &g, 3, 4, 5, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({3, 10, 11});
+      pthreadpool_parallelize_3d_tile_2d(
+          pool,
+          [](void* c, size_t i, size_t j, size_t k, size_t nj, size_t nk) {
+            static_cast<Grid*>(c)->mark({i, j, k}, {1, nj, nk});
+          },
+          &g, 3, 10, 11, 4, 3, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({2, 3, 4, 5});
+      pthreadpool_parallelize_4d(
+          pool, [](void* c, size_t i, size_t j, size_t k, size_t l) { static_cast<Grid*>(c)->mark({i, j, k, l}, {1, 1, 1, 1}); },
+          &g, 2, 3, 4, 5, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({2, 3, 7, 9});
+      pthreadpool_parallelize_4d_tile_2d(
+          pool,
+          [](void* c, size_t i, size_t j, size_t k, size_t l, size_t nk, size_t nl) {
+            static_cast<Grid*>(c)->mark({i, j, k, l}, {1, 1, nk, nl});
+          },
+          &g, 2, 3, 7, 9, 2, 4, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({2, 3, 2, 3, 4});
+      pthreadpool_parallelize_5d(
+          pool,
+          [](void* c, size_t i, size_t j, size_t k, size_t l, size_t m) {
+            static_cast<Grid*>(c)->mark({i, j, k, l, m}, {1, 1, 1, 1, 1});
+          },
+          &g, 2, 3, 2, 3, 4, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({2, 2, 3, 7, 5});
+      pthreadpool_parallelize_5d_tile_2d(
+          pool,
+          [](void* c, size_t i, size_t j, size_t k, size_t l, size_t m, size_t nl, size_t nm) {
+            static_cast<Grid*>(c)->mark({i, j, k, l, m}, {1, 1, 1, nl, nm});
+          },
+          &g, 2, 2, 3, 7, 5, 3, 2, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    {
+      Grid g({2, 1, 2, 3, 5, 7});
+      pthreadpool_parallelize_6d_tile_2d(
+          pool,
+          [](void* c, size_t i, size_t j, size_t k, size_t l, size_t m, size_t n, size_t nm, size_t nn) {
+            static_cast<Grid*>(c)->mark({i, j, k, l, m, n}, {1, 1, 1, 1, nm, nn});
+          },
+          &g, 2, 1, 2, 3, 5, 7, 2, 3, 0);
+      EXPECT_TRUE(g.all_once());
+    }
+    if (pool) pthreadpool_destroy(pool);
+  }
+}
