@@ -5,6 +5,7 @@
 
 #include <iostream>
 
+#include "app/calib_command.h"
 #include "app/export_command.h"
 #include "app/inspect_command.h"
 #include "core/error.h"
@@ -49,6 +50,8 @@ int run_cli(int argc, char** argv) {
     if (ex.checkpoint.empty() && ex.onnx.empty()) throw CLI::RequiredError("--checkpoint or --onnx");
     run_export(ex);
   });
+
+  add_calib_command(app);
 
   InspectOptions in;
   auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");
