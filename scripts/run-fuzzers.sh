@@ -10,7 +10,7 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
   [ -x "$bin" ] || continue
   found=1
   name="$(basename "$bin")"
-  corpus="$here/tests/fuzz/corpus/${name#fuzz_}"
+  corpus="$here/tests/fuzz/corpus/$name"
   work="$build/fuzz-corpus/$name"
   mkdir -p "$work"
   echo "== $name for ${seconds}s"
