@@ -8,6 +8,7 @@
 #include "app/calib_command.h"
 #include "app/export_command.h"
 #include "app/inspect_command.h"
+#include "app/predict_command.h"
 #include "core/error.h"
 
 namespace modex::app {
@@ -52,6 +53,8 @@ int run_cli(int argc, char** argv) {
   });
 
   add_calib_command(app);
+  int exit_code = 0;
+  add_predict_command(app, exit_code);
 
   InspectOptions in;
   auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");
@@ -74,7 +77,7 @@ int run_cli(int argc, char** argv) {
     std::cerr << "error: internal error: " << e.what() << "\n";
     return 1;
   }
-  return 0;
+  return exit_code;
 }
 
 }  // namespace modex::app

@@ -15,6 +15,7 @@
 #include "io/onnx/onnx_writer.h"
 #include "io/pytorch/checkpoint.h"
 #include "io/tflite/tflite_writer.h"
+#include "models/metadata.h"
 #include "models/zoo.h"
 #include "passes/passes.h"
 
@@ -58,24 +59,6 @@ void validate(const ExportOptions& o) {
   if (o.device != "cpu") throw Error("--device must be cpu (modex exports on the CPU), got '" + o.device + "'");
 }
 
-Json preprocessing_json(int64_t input_size, const CheckpointConfig& cfg) {
-  Json p;
-  p["input_size"] = input_size;
-  bool plain = cfg.resize && *cfg.resize == "resize";
-  p["resize"] = plain ? "resize" : "resize_center_crop";
-  p["resize_size"] = plain ? input_size : static_cast<int64_t>(input_size * 256 / 224);
-  p["layout"] = "NCHW";
-  p["color"] = "RGB";
-  p["scale"] = 1.0 / 255.0;
-  // The checkpoint's own statistics when its config has them; ImageNet's otherwise (what
-  // torchvision's pretrained weights and most fine-tuned classifiers expect).
-  bool own = cfg.mean.size() == 3 && cfg.std.size() == 3;
-  p["mean"] = own ? Json(cfg.mean) : Json{0.485, 0.456, 0.406};
-  p["std"] = own ? Json(cfg.std) : Json{0.229, 0.224, 0.225};
-  p["normalization_source"] = own ? "checkpoint config" : "imagenet default";
-  return p;
-}
-
 // What every output is made from: the optimised NCHW graph and what is known about it.
 struct Source {
   ir::Graph graph;
@@ -114,16 +97,13 @@ Source load_checkpoint_source(const ExportOptions& o, Clock::time_point t0) {
                              *ckpt.config.architecture, built.architecture);
   s.t_build = seconds_since(t0);
 
-  int64_t size = o.input_size ? *o.input_size : ckpt.config.input_size.value_or(built.default_input_size);
+  int64_t size = o.input_size ? *o.input_size : models::nominal_input_size(built, ckpt.config);
   s.input_height = s.input_width = size;
   s.graph = std::move(built.graph);
   s.kind = ckpt.format;
   s.architecture = built.architecture;
   s.num_classes = built.num_classes;
-  s.meta["architecture"] = built.architecture;
-  s.meta["num_classes"] = built.num_classes;
-  s.meta["class_names"] = ckpt.config.class_names;
-  s.meta["preprocessing"] = preprocessing_json(size, ckpt.config);
+  s.meta = models::checkpoint_metadata(built, ckpt.config, size);
   s.meta["source_file"] = o.checkpoint.filename().string();
   s.meta["source_sha256"] = sha.get();
   s.meta["modex_version"] = MODEX_VERSION;

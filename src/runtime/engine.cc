@@ -20,6 +20,7 @@
 
 #include "io/onnx/onnx_reader.h"
 #include "io/pytorch/checkpoint.h"
+#include "models/metadata.h"
 #include "io/tflite/tflite_reader.h"
 #include "models/zoo.h"
 #include "modex/runtime.h"
@@ -440,9 +441,10 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& path, const Mode
     }
   }();
   ckpt.weights.clear();
-  built.graph.metadata["architecture"] = built.architecture;
-  built.graph.metadata["num_classes"] = std::to_string(built.num_classes);
-  built.graph.metadata["input_size"] = std::to_string(ckpt.config.input_size.value_or(built.default_input_size));
+  // The same metadata an export of this checkpoint embeds (class names, preprocessing, ...).
+  nlohmann::ordered_json meta = models::checkpoint_metadata(built, ckpt.config, models::nominal_input_size(built, ckpt.config));
+  for (auto it = meta.begin(); it != meta.end(); ++it)
+    built.graph.metadata[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
   return from_graph(built.graph, options);
 }
 
