@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "app/calib_command.h"
+#include "app/compare_command.h"
 #include "app/export_command.h"
 #include "app/inspect_command.h"
 #include "app/predict_command.h"
@@ -55,6 +56,7 @@ int run_cli(int argc, char** argv) {
   add_calib_command(app);
   int exit_code = 0;
   add_predict_command(app, exit_code);
+  add_compare_command(app, exit_code);
 
   InspectOptions in;
   auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "app/classify.h"
+
 namespace modex::app {
 
 struct PredictOptions {
@@ -14,11 +16,7 @@ struct PredictOptions {
   int top = 5;
   int threads = 0;
   bool json = false;
-  // Preprocessing overrides (default: the model's embedded metadata, else ImageNet conventions).
-  std::optional<int64_t> input_size;
-  std::optional<std::string> resize;  // resize | resize_center_crop
-  std::vector<float> mean, std;
-  std::optional<std::string> layout;  // nchw | nhwc
+  PreprocessOverrides pre;  // default: the model's embedded metadata, else ImageNet conventions
   std::optional<std::filesystem::path> class_names;  // a text file, one name per line
 };
 

@@ -1,0 +1,113 @@
+"""`modex compare` against PyTorch (issue 6, "compare").
+
+The Fashion-MNIST-named training-dict fixture (resnet18, 10 classes, class names and mean/std in its
+config; zoo_fixtures.py) is exported to ONNX + TFLite fp32/fp16 and compared on a classification
+folder built here from real Fashion-MNIST test images (DIR/val/<class name>/<image>.png; '/' in a
+class name becomes '_'). The reference numbers are computed independently: PyTorch on the same
+files through torchvision's transforms. Required: modex's accuracy for the .pth, .onnx and .tflite
+equals PyTorch's accuracy on those images (every image's top-1 agrees, so the counts are equal), the
+float16 model's accuracy is within 1 image of it, agreement with the reference is 100 % for the
+float32 files, max|Δprob| <= 1e-4 (float32) / 1e-2 (float16), labels are matched by class name,
+and --json and the table agree.
+
+    MODEX_BIN=build/modex /usr/bin/python3 -m pytest -q tests/oracle/test_compare.py
+"""
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oracle_util as ou  # noqa: E402
+import zoo_fixtures as zf  # noqa: E402
+
+CASE = "variant-train_dict_config"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+COUNT = 120
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision import transforms as T
+    zf.ensure([CASE])
+    work = tmp_path_factory.mktemp("compare")
+    images = np.frombuffer(gzip.open(FASHION / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 28, 28)
+    labels = np.frombuffer(gzip.open(FASHION / "t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+    meta = zf.load_meta(CASE)
+    ckpt_path = zf.case_dir(CASE) / meta["checkpoint"]
+    ckpt = torch.load(ckpt_path, map_location="cpu")
+    cfg = ckpt["config"]
+    names = cfg["class_names"]
+    files = []
+    for i in range(len(images) - COUNT, len(images)):
+        folder = work / "data" / "val" / names[labels[i]].replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i}.png"
+        Image.fromarray(images[i]).save(path)
+        files.append((path, int(labels[i])))
+    model = torchvision.models.resnet18(num_classes=len(names))
+    model.load_state_dict(ckpt["model_state_dict"])
+    model.eval()
+    size = cfg["input_size"]
+    tf = T.Compose([T.Resize(size * 256 // 224), T.CenterCrop(size), T.ToTensor(), T.Normalize(cfg["mean"], cfg["std"])])
+    with torch.no_grad():
+        x = torch.stack([tf(Image.open(p).convert("RGB")) for p, _ in files])
+        probs = torch.softmax(model(x), 1).numpy()
+    torch_acc = float(np.mean(probs.argmax(1) == np.array([y for _, y in files])))
+    out = work / "out"
+    proc = ou.run_modex(["export", "--checkpoint", ckpt_path, "--format", "both", "--quantize", "none,float16",
+                         "--output-dir", out, "--name", "m"])
+    assert proc.returncode == 0, proc.stderr
+    models = [ckpt_path, out / "m.onnx", out / "m.tflite", out / "m_float16.tflite"]
+    proc = ou.run_modex(["compare", *models, "--data-dir", work / "data", "--json"], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    table = ou.run_modex(["compare", *models, "--data-dir", work / "data"], timeout=900)
+    assert table.returncode == 0, table.stderr
+    return {"report": json.loads(proc.stdout), "table": table.stdout, "torch_acc": torch_acc, "models": models}
+
+
+def test_accuracy_matches_pytorch(setup):
+    r = setup["report"]
+    assert r["images"] == COUNT and r["skipped"] == []
+    assert "class names" in r["labels"]
+    rows = r["models"]
+    for row in rows[:3]:
+        assert row["accuracy"] == pytest.approx(setup["torch_acc"], abs=1e-9), (row["model"], row["accuracy"], setup["torch_acc"])
+    assert abs(rows[3]["accuracy"] - setup["torch_acc"]) <= 1.0 / COUNT + 1e-9
+
+
+def test_agreement_and_differences(setup):
+    rows = setup["report"]["models"]
+    assert rows[0]["top1_agreement"] == 1.0 and rows[0]["max_abs_prob_diff"] == 0.0
+    for row in rows[1:3]:
+        assert row["top1_agreement"] == 1.0, row
+        assert row["max_abs_prob_diff"] <= 1e-4, row
+    assert rows[3]["top1_agreement"] >= 1.0 - 1.0 / COUNT - 1e-9
+    assert 0 < rows[3]["max_abs_prob_diff"] <= 1e-2
+    for row in rows:
+        assert row["median_latency_ms"] > 0 and row["speedup_vs_reference"] > 0
+        assert row["preprocessing"].startswith("model metadata")
+
+
+def test_table_matches_json(setup):
+    t = setup["table"]
+    assert f"{COUNT} images" in t
+    for row in setup["report"]["models"]:
+        line = next(l for l in t.splitlines() if l.startswith(Path(row["model"]).name + " "))
+        assert f"{100 * row['top1_agreement']:.1f}%" in line and f"{100 * row['accuracy']:.1f}%" in line
+
+
+def test_usage_errors(setup, tmp_path):
+    m = setup["models"]
+    proc = ou.run_modex(["compare", m[1]])
+    assert proc.returncode == 1 and "at least two" in proc.stderr
+    proc = ou.run_modex(["compare", m[1], m[2]])
+    assert proc.returncode == 1 and "--image" in proc.stderr
+    proc = ou.run_modex(["compare", m[1], tmp_path / "missing.onnx", "--image", tmp_path])
+    assert proc.returncode == 1 and "error:" in proc.stderr
