@@ -118,15 +118,42 @@ void gemm(const Tensor& x, const Tensor& w, const Tensor* b, ir::Activation act,
     }
 }
 
+// numpy matmul: 1-D operands are promoted (a to [1, K], b to [K, 1]) and the promoted dim dropped
+// from y; the leading (batch) dims broadcast.
 void matmul(const Tensor& a, const Tensor& b, Tensor& y) {
-  if (a.rank() != 2 || b.rank() != 2) throw Error("reference MatMul supports 2-D operands only", ErrorKind::kUnsupported);
-  int64_t M = a.dim(0), K = a.dim(1), N = b.dim(1);
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double acc = 0;
-      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(a.data<float>()[i * K + k]) * b.data<float>()[k * N + j];
-      y.data_mutable<float>()[i * N + j] = static_cast<float>(acc);
+  Dims as = a.shape(), bs = b.shape();
+  if (as.size() == 1) as.insert(as.begin(), 1);
+  if (bs.size() == 1) bs.push_back(1);
+  const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+  const size_t batch_rank = std::max(as.size(), bs.size()) - 2;
+  // Batch dims right-aligned, 1 where an operand has fewer.
+  Dims abatch(batch_rank, 1), bbatch(batch_rank, 1), ybatch(batch_rank);
+  std::copy(as.begin(), as.end() - 2, abatch.end() - static_cast<ptrdiff_t>(as.size() - 2));
+  std::copy(bs.begin(), bs.end() - 2, bbatch.end() - static_cast<ptrdiff_t>(bs.size() - 2));
+  for (size_t d = 0; d < batch_rank; ++d) ybatch[d] = std::max(abatch[d], bbatch[d]);
+  const Dims ast = row_major_strides(abatch), bst = row_major_strides(bbatch), yst = row_major_strides(ybatch);
+  const int64_t batches = checked_numel(ybatch);
+  const float* ad = a.data<float>();
+  const float* bd = b.data<float>();
+  float* yd = y.data_mutable<float>();
+  for (int64_t p = 0; p < batches; ++p) {
+    int64_t ia = 0, ib = 0, rem = p;
+    for (size_t d = 0; d < batch_rank; ++d) {
+      int64_t idx = rem / yst[d];
+      rem %= yst[d];
+      if (abatch[d] != 1) ia += idx * ast[d];
+      if (bbatch[d] != 1) ib += idx * bst[d];
     }
+    const float* ap = ad + ia * M * K;
+    const float* bp = bd + ib * K * N;
+    float* yp = yd + p * M * N;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(ap[i * K + k]) * bp[k * N + j];
+        yp[i * N + j] = static_cast<float>(acc);
+      }
+  }
 }
 
 void batch_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, const Tensor& mean, const Tensor& var,

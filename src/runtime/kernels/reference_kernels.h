@@ -15,6 +15,7 @@ float apply_activation(ir::Activation a, float x);
 void conv(const Tensor& x, const Tensor& w, const Tensor* b, const ir::ConvAttrs& a, Tensor& y);
 void pool(const Tensor& x, const ir::PoolAttrs& a, bool max, Tensor& y);
 void gemm(const Tensor& x, const Tensor& w, const Tensor* b, ir::Activation act, Tensor& y);
+// numpy matmul (1-D operands promoted, batch dims broadcast).
 void matmul(const Tensor& a, const Tensor& b, Tensor& y);
 void batch_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, const Tensor& mean, const Tensor& var,
                 float epsilon, Tensor& y);
