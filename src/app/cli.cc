@@ -5,6 +5,7 @@
 
 #include <iostream>
 
+#include "app/batch_command.h"
 #include "app/calib_command.h"
 #include "app/compare_command.h"
 #include "app/export_command.h"
@@ -57,6 +58,7 @@ int run_cli(int argc, char** argv) {
   int exit_code = 0;
   add_predict_command(app, exit_code);
   add_compare_command(app, exit_code);
+  add_batch_command(app, exit_code);
 
   InspectOptions in;
   auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");
