@@ -35,6 +35,7 @@ fuzz: deps
 bench: build
 	$(PY) bench/export_speed.py --modex $(BUILD)/modex
 	$(PY) bench/tflite_export_speed.py --modex $(BUILD)/modex
+	$(PY) bench/runtime_speed.py --modex $(BUILD)/modex
 
 clean:
 	rm -rf $(BUILD) build-fuzz

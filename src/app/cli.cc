@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "app/batch_command.h"
+#include "app/bench_command.h"
 #include "app/calib_command.h"
 #include "app/compare_command.h"
 #include "app/export_command.h"
@@ -16,7 +17,7 @@
 namespace modex::app {
 
 int run_cli(int argc, char** argv) {
-  CLI::App app{"modex: export trained PyTorch image classifiers to ONNX, verified"};
+  CLI::App app{"modex: export trained PyTorch image classifiers to ONNX and TFLite, verify, run and benchmark them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("modex ") + MODEX_VERSION);
 
@@ -59,6 +60,7 @@ int run_cli(int argc, char** argv) {
   add_predict_command(app, exit_code);
   add_compare_command(app, exit_code);
   add_batch_command(app, exit_code);
+  add_bench_command(app);
 
   InspectOptions in;
   auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");

@@ -381,6 +381,37 @@ bool has_nhwc_ops(const ir::Graph& g) {
   return false;
 }
 
+// torch.onnx.export writes SiLU (EfficientNet's activation) as Mul(x, Sigmoid(x)): two nodes and
+// two passes over memory. As one Silu node it fuses into the convolution before it, whose native
+// kernel applies it to the output tile in registers.
+void fuse_sigmoid_multiply(ir::Graph& g) {
+  auto consumers = g.consumers();
+  bool changed = false;
+  for (size_t k = 0; k < g.nodes().size(); ++k) {
+    ir::Node& mul = g.node(static_cast<ir::NodeId>(k));
+    if (mul.dead || mul.op != ir::OpKind::kMul || mul.inputs.size() != 2 ||
+        mul.attr<ir::BinaryAttrs>().activation != ir::Activation::kNone)
+      continue;
+    for (size_t s = 0; s < 2; ++s) {
+      ir::ValueId gate = mul.inputs[s], x = mul.inputs[1 - s];
+      if (gate == ir::kNoValue || x == ir::kNoValue) break;
+      ir::NodeId pid = g.value(gate).producer;
+      if (pid < 0) continue;
+      ir::Node& sig = g.node(pid);
+      if (sig.dead || sig.op != ir::OpKind::kSigmoid || sig.inputs[0] != x || g.is_graph_output(gate) ||
+          consumers[static_cast<size_t>(gate)].size() != 1 || g.value(x).shape != g.value(mul.outputs[0]).shape)
+        continue;
+      mul.op = ir::OpKind::kSilu;
+      mul.attrs = ir::NoAttrs{};
+      mul.inputs = {x};
+      sig.dead = true;
+      changed = true;
+      break;
+    }
+  }
+  if (changed) g.compact();
+}
+
 }  // namespace
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -391,6 +422,7 @@ std::shared_ptr<Model> Model::from_graph(const ir::Graph& source, const ModelOpt
   impl->options = options;
   ir::Graph g = source;
   for (ir::ValueId in : g.inputs()) impl->inputs.push_back(info_of(g.value(in)));
+  fuse_sigmoid_multiply(g);
   passes::optimize(g, {.fuse_activations = true});
   std::vector<bool> nchw(g.inputs().size(), false);
   if (!has_nhwc_ops(g)) {

@@ -85,7 +85,9 @@ TEST(Engine, ReplansOnShapeChange) {
     auto got = model->run({x});
     EXPECT_TRUE(close(runtime::run_reference(g, {x})[0], got[0]));
     // Coming back to a shape gives bit-identical results.
-    if (auto it = first.find(s); it != first.end()) EXPECT_TRUE(bit_equal(it->second, got[0]));
+    if (auto it = first.find(s); it != first.end()) {
+      EXPECT_TRUE(bit_equal(it->second, got[0]));
+    }
     first[s] = got[0];
   }
 }
@@ -127,6 +129,45 @@ void run_concurrently(int model_threads) {
 
 TEST(Engine, ConcurrentRunsAreBitExactSingleThreadedKernels) { run_concurrently(1); }
 TEST(Engine, ConcurrentRunsAreBitExactSharedThreadPool) { run_concurrently(2); }
+
+}  // namespace
+}  // namespace modex::runtime_test
+
+namespace modex::runtime_test {
+namespace {
+
+// torch.onnx.export's SiLU, Mul(x, Sigmoid(x)) in either operand order, becomes one Silu fused
+// into the convolution before it; a Sigmoid with another consumer (an SE gate) stays.
+TEST(Engine, FusesSigmoidMultiplyIntoSilu) {
+  std::mt19937 rng(5);
+  Graph g;
+  ValueId x = g.add_input("image", DType::kFloat32, {Dim::named("batch"), Dim::fixed(8), Dim::named("height"), Dim::named("width")});
+  ConvAttrs a;
+  a.kernel = {3, 3};
+  a.strides = {1, 1};
+  a.pads = {1, 1, 1, 1};
+  ValueId c = g.add_node1(OpKind::kConv, a,
+                          {x, g.add_constant("w", random_tensor({16, 8, 3, 3}, rng)), g.add_constant("b", random_tensor({16}, rng))}, "conv");
+  ValueId s = g.add_node1(OpKind::kSigmoid, NoAttrs{}, {c}, "sig");
+  ValueId m = g.add_node1(OpKind::kMul, BinaryAttrs{}, {s, c}, "silu");  // gate first
+  ValueId s2 = g.add_node1(OpKind::kSigmoid, NoAttrs{}, {m}, "gate");
+  ValueId m2 = g.add_node1(OpKind::kMul, BinaryAttrs{}, {m, s2}, "silu2");
+  ValueId out = g.add_node1(OpKind::kAdd, BinaryAttrs{}, {m2, s2}, "uses_gate_twice");
+  g.add_output(out);
+  g.infer_shapes();
+  for (int threads : {1, 2}) {
+    auto model = Model::from_graph(g, {.threads = threads});
+    int sigmoids = 0, muls = 0;
+    for (const Node& n : model->graph().nodes()) {
+      sigmoids += n.op == OpKind::kSigmoid;
+      muls += n.op == OpKind::kMul;
+    }
+    EXPECT_EQ(sigmoids, 1);  // the gate used by the Add too
+    EXPECT_EQ(muls, 1);
+    Tensor in = random_tensor({2, 8, 9, 7}, rng, -3.0f, 3.0f);
+    EXPECT_TRUE(close(runtime::run_reference(g, {in})[0], model->run({in})[0]));
+  }
+}
 
 }  // namespace
 }  // namespace modex::runtime_test

@@ -81,6 +81,18 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
       {2, 15, 13, 40, 37, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, dense},  // 1x1 direct, row/col tails
       {1, 9, 8, 300, 21, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},   // long K: small row blocks
       {1, 16, 16, 24, 40, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, false, dense},  // 1x1 stride 2
+      // Few output pixels, long K (ResNet layer4): at 2 threads the output channels are split and
+      // the rows gathered once into a shared buffer.
+      {1, 5, 5, 64, 72, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},
+      {1, 4, 3, 130, 50, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
+      {1, 3, 3, 96, 136, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, true, dense},  // 1x1 direct, split
+      {2, 7, 7, 512, 40, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, false, dense},
+      // Indirect A (kernel rows read in place, border windows gathered): odd sizes, asymmetric
+      // pads, stride 2, a kernel row split into two K blocks (5 x 120 = 600), 1x1 stride 2.
+      {2, 9, 8, 32, 20, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},
+      {1, 6, 7, 120, 18, 5, 1, {2, 2, 2, 2}, 1, 1, Activation::kNone, true, dense},
+      {1, 10, 10, 64, 16, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
+      {3, 5, 6, 64, 33, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kSilu, true, dense},
   };
   std::mt19937 rng(1);
   for (size_t i = 0; i < cases.size(); ++i) {

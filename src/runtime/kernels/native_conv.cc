@@ -7,8 +7,13 @@
 // stay on XNNPACK. Chosen only when the CPU has AVX2 and FMA; otherwise XNNPACK takes the node.
 //
 // C[M, O] = A[M, K] · B[K, O] + bias, M = N·OH·OW output pixels, K = kH·kW·C (the weight layout's
-// order). B is packed once into 16-column panels; A rows are gathered (im2col) per block of rows,
-// except for 1x1 stride-1 convolutions where the input already is A.
+// order). B is packed once into 16-column panels. A is never materialised for 1x1 stride-1
+// convolutions (the input already is A) nor, with unit dilation and kW*C >= 64, for the others:
+// a per-block table points at each kernel row's kW*C contiguous input floats, and only windows
+// crossing the border are gathered into zero-padded copies ("indirect A"). The rest (the
+// 3-channel stem, dilated convolutions) gather im2col rows per block. Work items are blocks of
+// output rows; when there are too few for the threads (7x7 / 14x14 late layers), groups of
+// output-channel panels too. ReLU / ReLU6 clamp and SiLU are applied to the tile in registers.
 #include <immintrin.h>
 #include <pthreadpool.h>
 
@@ -16,32 +21,66 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/kernels/native_math.h"
 #include "runtime/kernels/xnn_common.h"
 
 namespace modex::runtime {
-namespace {
 
-constexpr int64_t kMr = 6, kNr = 16;
-// K block: a 6-row A strip (24 KB) and a 16-column B strip (32 KB) of this depth stay in L1/L2.
-constexpr int64_t kKc = 512;
-
-bool cpu_has_avx2_fma() {
+bool native::cpu_has_avx2_fma() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
 }
 
+__attribute__((target("avx2,fma"))) void native::silu_inplace(float* data, size_t count) {
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(data + i, silu_avx2(_mm256_loadu_ps(data + i)));
+  if (i < count) {
+    alignas(32) float tail[8] = {};
+    std::memcpy(tail, data + i, (count - i) * sizeof(float));
+    _mm256_store_ps(tail, silu_avx2(_mm256_load_ps(tail)));
+    std::memcpy(data + i, tail, (count - i) * sizeof(float));
+  }
+}
+
+namespace {
+
+using native::cpu_has_avx2_fma;
+
+constexpr int64_t kMr = 6, kNr = 16;
+// Deepest K block: a 6-row A strip (12 KB) and a 16-column B panel (32 KB) of this depth stay in
+// L1/L2. K is split into equal blocks no deeper than this (576 -> 2 x 288, not 512 + 64), so no
+// block runs a short, overhead-dominated loop. (Measured on resnet18 at 1 thread: 512 and 384 about
+// equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains.)
+constexpr int64_t kKc = 512;
+// Rows per parallel item when gathering into the shared buffer.
+constexpr int64_t kGatherRows = 8;
+
+
 // c[r][0..15] = init[r] + sum_k a[r][k] * b[k][0..15] for r < rows (rows <= 6, a[r] valid for
 // every r: callers repeat the last row), columns < cols written. init[r] is the bias (first K
 // block) or c's row itself (later blocks); the clamp applies on the last K block only.
+// pf[0 .. pf_lines * 16) is prefetched on the way: the caller's share of the next B panel, which
+// comes from memory in the late layers whose weights do not fit in the caches.
+// kWide = false computes only columns 0..7 (the last panel of an O that is 8 mod 16: 24, 40, ...
+// channels in MobileNet / EfficientNet), skipping the half of the work that would be discarded.
+template <bool kWide>
 __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const float* const* a, const float* b,
                                                             const float* bias, bool accumulate, float* c,
                                                             int64_t ldc, int64_t rows, int64_t cols, bool last,
-                                                            float lo, float hi) {
+                                                            float lo, float hi, bool silu, const float* pf,
+                                                            int64_t pf_lines) {
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (!accumulate) {
     c00 = _mm256_loadu_ps(bias);
     c01 = _mm256_loadu_ps(bias + 8);
     c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
+  } else if (rows == kMr && cols == kNr) {  // a whole tile: continue from c itself
+    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
   } else {
     alignas(32) float init[kMr][kNr] = {};
     for (int64_t r = 0; r < rows; ++r) std::memcpy(init[r], c + r * ldc, static_cast<size_t>(cols) * sizeof(float));
@@ -54,26 +93,27 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
   }
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   for (int64_t k = 0; k < K; ++k) {
-    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + k * kNr), _MM_HINT_T0);
+    __m256 b0 = _mm256_load_ps(b), b1 = kWide ? _mm256_load_ps(b + 8) : b0;
     b += kNr;
     __m256 v = _mm256_broadcast_ss(a0 + k);
     c00 = _mm256_fmadd_ps(v, b0, c00);
-    c01 = _mm256_fmadd_ps(v, b1, c01);
+    if constexpr (kWide) c01 = _mm256_fmadd_ps(v, b1, c01);
     v = _mm256_broadcast_ss(a1 + k);
     c10 = _mm256_fmadd_ps(v, b0, c10);
-    c11 = _mm256_fmadd_ps(v, b1, c11);
+    if constexpr (kWide) c11 = _mm256_fmadd_ps(v, b1, c11);
     v = _mm256_broadcast_ss(a2 + k);
     c20 = _mm256_fmadd_ps(v, b0, c20);
-    c21 = _mm256_fmadd_ps(v, b1, c21);
+    if constexpr (kWide) c21 = _mm256_fmadd_ps(v, b1, c21);
     v = _mm256_broadcast_ss(a3 + k);
     c30 = _mm256_fmadd_ps(v, b0, c30);
-    c31 = _mm256_fmadd_ps(v, b1, c31);
+    if constexpr (kWide) c31 = _mm256_fmadd_ps(v, b1, c31);
     v = _mm256_broadcast_ss(a4 + k);
     c40 = _mm256_fmadd_ps(v, b0, c40);
-    c41 = _mm256_fmadd_ps(v, b1, c41);
+    if constexpr (kWide) c41 = _mm256_fmadd_ps(v, b1, c41);
     v = _mm256_broadcast_ss(a5 + k);
     c50 = _mm256_fmadd_ps(v, b0, c50);
-    c51 = _mm256_fmadd_ps(v, b1, c51);
+    if constexpr (kWide) c51 = _mm256_fmadd_ps(v, b1, c51);
   }
   if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
@@ -81,6 +121,10 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
   for (int64_t r = 0; r < rows; ++r) {
     __m256 y0 = _mm256_min_ps(_mm256_max_ps(acc[r][0], vlo), vhi);
     __m256 y1 = _mm256_min_ps(_mm256_max_ps(acc[r][1], vlo), vhi);
+    if (silu && last) {
+      y0 = native::silu_avx2(y0);
+      y1 = native::silu_avx2(y1);
+    }
     float* cr = c + r * ldc;
     if (cols == kNr) {
       _mm256_storeu_ps(cr, y0);
@@ -99,6 +143,17 @@ class NativeConv final : public Kernel {
   NativeConv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C) : attrs_(a), C_(C) {
     O_ = w.dim(0);
     K_ = a.kernel[0] * a.kernel[1] * C;
+    int64_t k_blocks = (K_ + kKc - 1) / kKc;
+    kc_ = (K_ + k_blocks - 1) / k_blocks;
+    // Indirect A: with unit dilation the kW taps of one kernel row are kW*C contiguous floats of
+    // the NHWC input, so when K blocks split kernel rows evenly, A rows are read in place and only
+    // rows whose window crosses the border are gathered (into zero-padded copies). Not worth it
+    // for short rows (the 3-channel stem: 21 floats), which gather.
+    segment_ = a.kernel[1] * C;
+    int64_t splits = (segment_ + kKc - 1) / kKc;
+    indirect_ = a.dilations[1] == 1 && a.dilations[0] == 1 && segment_ >= 64 && segment_ % splits == 0 &&
+                !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
+    if (indirect_) kc_ = segment_ / splits;
     panels_ = (O_ + kNr - 1) / kNr;
     // Panel p holds B[k][16p .. 16p+15] for every k, zero beyond O; bias padded alike.
     packed_ = Buffer::allocate(static_cast<size_t>(panels_ * K_ * kNr) * sizeof(float));
@@ -106,10 +161,10 @@ class NativeConv final : public Kernel {
     float* p = reinterpret_cast<float*>(packed_->data());
     std::fill_n(p, panels_ * K_ * kNr, 0.0f);
     const float* wd = w.data<float>();
-    // Layout: K blocks of kKc rows; within one, panel after panel, each [kc][16].
+    // Layout: K blocks of kc_ rows; within one, panel after panel, each [kc][16].
     for (int64_t o = 0; o < O_; ++o) {
       for (int64_t k = 0; k < K_; ++k) {
-        int64_t k0 = k / kKc * kKc, kc = std::min(kKc, K_ - k0);
+        int64_t k0 = k / kc_ * kc_, kc = std::min(kc_, K_ - k0);
         p[k0 * panels_ * kNr + (o / kNr) * kc * kNr + (k - k0) * kNr + o % kNr] = wd[o * K_ + k];
       }
       if (b) bias_[static_cast<size_t>(o)] = b->data<float>()[o];
@@ -119,7 +174,10 @@ class NativeConv final : public Kernel {
     hi_ = r.max;
     direct_ = a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1 &&
               std::all_of(a.pads.begin(), a.pads.end(), [](int64_t v) { return v == 0; });
-    post_.init(a.activation);
+    // SiLU (EfficientNet's activation) is applied to the output tile in registers; the other
+    // activations clamp there or run as a separate pass.
+    silu_ = a.activation == ir::Activation::kSilu;
+    if (!silu_) post_.init(a.activation);
   }
   std::string_view name() const override { return "native_conv2d_nhwc_f32_avx2"; }
 
@@ -132,30 +190,57 @@ class NativeConv final : public Kernel {
     OH_ = y_.dim(1);
     OW_ = y_.dim(2);
     M_ = N_ * OH_ * OW_;
-    // Rows per block: up to 96, the gathered block at most ~1 MB, and at least two blocks per
-    // thread when M allows.
+    // Rows per block: up to 96 and the gathered block at most ~1 MB. With several threads and too
+    // few row blocks to share (the small late layers: 7x7 or 14x14 pixels, thousands of K), the
+    // output channels are split too, and the rows are gathered once into a shared buffer first
+    // (instead of by every column group).
     int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
-    int64_t rows = std::clamp<int64_t>((1 << 20) / (K_ * 4) / kMr * kMr, kMr, 16 * kMr);
-    int64_t per_thread = (M_ + 2 * threads - 1) / (2 * threads);
-    if (threads > 1) rows = std::min(rows, std::max(kMr, (per_thread + kMr - 1) / kMr * kMr));
-    block_rows_ = rows;
-    blocks_ = (M_ + block_rows_ - 1) / block_rows_;
+    block_rows_ = std::clamp<int64_t>((1 << 20) / (K_ * 4) / kMr * kMr, kMr, 16 * kMr);
+    int64_t row_blocks = (M_ + block_rows_ - 1) / block_rows_;
+    col_groups_ = 1;
+    if (threads > 1 && row_blocks < 4 * threads) {
+      if (row_blocks < 2 * threads && panels_ > 1) {
+        col_groups_ = std::min(panels_, (4 * threads + row_blocks - 1) / row_blocks);
+      } else {
+        int64_t per_thread = (M_ + 2 * threads - 1) / (2 * threads);
+        block_rows_ = std::min(block_rows_, std::max(kMr, (per_thread + kMr - 1) / kMr * kMr));
+        row_blocks = (M_ + block_rows_ - 1) / block_rows_;
+      }
+    }
+    panels_per_group_ = (panels_ + col_groups_ - 1) / col_groups_;
+    col_groups_ = (panels_ + panels_per_group_ - 1) / panels_per_group_;
+    row_blocks_ = row_blocks;
+    blocks_ = row_blocks_ * col_groups_;
+    shared_gather_ = col_groups_ > 1 && !direct_ && !indirect_;
     post_.setup(y_.data_mutable<float>(), static_cast<size_t>(y_.numel()), ctx);
   }
 
   void run(const RunContext& ctx) override {
-    if (ctx.pool && blocks_ > 1) {
-      std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
-      pthreadpool_parallelize_1d(
-          ctx.pool, [](void* self, size_t i) { static_cast<NativeConv*>(self)->run_block(static_cast<int64_t>(i)); }, this,
-          static_cast<size_t>(blocks_), 0);
-    } else {
-      for (int64_t i = 0; i < blocks_; ++i) run_block(i);
+    if (shared_gather_) {
+      // The calling thread's buffer: concurrent runs of one model use different threads.
+      thread_local std::vector<float> shared;
+      if (shared.size() < static_cast<size_t>(M_ * K_)) shared.resize(static_cast<size_t>(M_ * K_));
+      gathered_ = shared.data();
+      parallel(ctx, (M_ + kGatherRows - 1) / kGatherRows, [](void* self, size_t i) {
+        auto* k = static_cast<NativeConv*>(self);
+        int64_t m0 = static_cast<int64_t>(i) * kGatherRows;
+        k->gather(m0, std::min(kGatherRows, k->M_ - m0), k->gathered_ + m0 * k->K_);
+      });
     }
+    parallel(ctx, blocks_, [](void* self, size_t i) { static_cast<NativeConv*>(self)->run_block(static_cast<int64_t>(i)); });
     post_.run(ctx);
   }
 
  private:
+  void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t)) {
+    if (ctx.pool && items > 1) {
+      std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
+      pthreadpool_parallelize_1d(ctx.pool, fn, this, static_cast<size_t>(items), 0);
+    } else {
+      for (int64_t i = 0; i < items; ++i) fn(this, static_cast<size_t>(i));
+    }
+  }
+
   // Gathers A rows [m0, m0 + rows) into `buf` (rows x K); zero where the window leaves the input.
   void gather(int64_t m0, int64_t rows, float* buf) const {
     const ir::ConvAttrs& a = attrs_;
@@ -191,13 +276,24 @@ class NativeConv final : public Kernel {
     }
   }
 
-  void run_block(int64_t block) {
+  void run_block(int64_t item) {
+    int64_t block = item / col_groups_, group = item % col_groups_;
+    int64_t p_begin = group * panels_per_group_, p_end = std::min(panels_, p_begin + panels_per_group_);
     int64_t m0 = block * block_rows_, rows = std::min(block_rows_, M_ - m0);
+    const float* packed = reinterpret_cast<const float*>(packed_->data());
+    float* y = y_.data_mutable<float>() + m0 * O_;
+    if (indirect_) {
+      run_block_indirect(m0, rows, p_begin, p_end, packed, y);
+      return;
+    }
     const float* a;
     int64_t lda;
     if (direct_) {
       a = x_.data<float>() + m0 * C_;
       lda = C_;
+    } else if (shared_gather_) {
+      a = gathered_ + m0 * K_;
+      lda = K_;
     } else {
       thread_local std::vector<float> buf;
       if (buf.size() < static_cast<size_t>(block_rows_ * K_)) buf.resize(static_cast<size_t>(block_rows_ * K_));
@@ -205,34 +301,106 @@ class NativeConv final : public Kernel {
       a = buf.data();
       lda = K_;
     }
-    const float* packed = reinterpret_cast<const float*>(packed_->data());
-    float* y = y_.data_mutable<float>() + m0 * O_;
-    for (int64_t k0 = 0; k0 < K_; k0 += kKc) {
-      int64_t kc = std::min(kKc, K_ - k0);
+    for (int64_t k0 = 0; k0 < K_; k0 += kc_) {
+      int64_t kc = std::min(kc_, K_ - k0);
       bool last = k0 + kc == K_;
-      for (int64_t p = 0; p < panels_; ++p) {
+      for (int64_t p = p_begin; p < p_end; ++p) {
         int64_t cols = std::min(kNr, O_ - p * kNr);
+        auto* kernel = cols > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
         const float* b = packed + k0 * panels_ * kNr + p * kc * kNr;
         for (int64_t r = 0; r < rows; r += kMr) {
           int64_t mr = std::min(kMr, rows - r);
           const float* rowp[kMr];
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
-          micro_kernel_6x16(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, cols, last,
-                            lo_, hi_);
+          Prefetch pf = next_panel_share(b, kc, r, rows);
+          kernel(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, cols, last, lo_, hi_,
+                 silu_, pf.at, pf.lines);
+        }
+      }
+    }
+  }
+
+  // The strip starting at row r prefetches its share of the packed B panel after b (the next
+  // panel, or the next K block's first: the layout is contiguous in that order), so that the
+  // strips of one panel together fetch the next one. Prefetching past the end cannot fault.
+  struct Prefetch {
+    const float* at;
+    int64_t lines;
+  };
+  static Prefetch next_panel_share(const float* b, int64_t kc, int64_t r, int64_t rows) {
+    int64_t strips = (rows + kMr - 1) / kMr, share = (kc + strips - 1) / strips, first = r / kMr * share;
+    return {b + (kc + first) * kNr, std::clamp<int64_t>(kc - first, 0, share)};
+  }
+
+  // One K block per table column: row pointers into the input (or into zero-padded copies of the
+  // border windows), so no interior row is copied.
+  void run_block_indirect(int64_t m0, int64_t rows, int64_t p_begin, int64_t p_end, const float* packed, float* y) {
+    const ir::ConvAttrs& a = attrs_;
+    const int64_t k_blocks = K_ / kc_, splits = segment_ / kc_, KW = a.kernel[1];
+    thread_local std::vector<const float*> table;
+    thread_local std::vector<float> edges;
+    table.resize(static_cast<size_t>(rows * k_blocks));
+    const float* xd = x_.data<float>();
+    float* edge = nullptr;
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t m = m0 + r, n = m / (OH_ * OW_), rem = m % (OH_ * OW_), oh = rem / OW_, ow = rem % OW_;
+      int64_t iw0 = ow * a.strides[1] - a.pads[1];
+      for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
+        int64_t ih = oh * a.strides[0] - a.pads[0] + kh;
+        const float* seg;
+        if (ih >= 0 && ih < H_ && iw0 >= 0 && iw0 + KW <= W_) {
+          seg = xd + ((n * H_ + ih) * W_ + iw0) * C_;
+        } else {
+          if (!edge) {
+            if (edges.size() < static_cast<size_t>(block_rows_ * K_)) edges.resize(static_cast<size_t>(block_rows_ * K_));
+            edge = edges.data();
+          }
+          float* dst = edge + r * K_ + kh * segment_;
+          int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
+          if (ih < 0 || ih >= H_ || lo >= hi) {
+            std::fill_n(dst, segment_, 0.0f);
+          } else {
+            std::fill_n(dst, lo * C_, 0.0f);
+            std::copy_n(xd + ((n * H_ + ih) * W_ + iw0 + lo) * C_, (hi - lo) * C_, dst + lo * C_);
+            std::fill_n(dst + hi * C_, (KW - hi) * C_, 0.0f);
+          }
+          seg = dst;
+        }
+        for (int64_t s = 0; s < splits; ++s) table[static_cast<size_t>(r * k_blocks + kh * splits + s)] = seg + s * kc_;
+      }
+    }
+    for (int64_t kb = 0; kb < k_blocks; ++kb) {
+      int64_t k0 = kb * kc_;
+      bool last = kb + 1 == k_blocks;
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        int64_t cols = std::min(kNr, O_ - p * kNr);
+        auto* kernel = cols > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
+        const float* b = packed + k0 * panels_ * kNr + p * kc_ * kNr;
+        for (int64_t r = 0; r < rows; r += kMr) {
+          int64_t mr = std::min(kMr, rows - r);
+          const float* rowp[kMr];
+          for (int64_t i = 0; i < kMr; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
+          Prefetch pf = next_panel_share(b, kc_, r, rows);
+          kernel(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, cols, last, lo_, hi_,
+                 silu_, pf.at, pf.lines);
         }
       }
     }
   }
 
   ir::ConvAttrs attrs_;
-  int64_t C_, O_ = 0, K_ = 0, panels_ = 0;
+  int64_t C_, O_ = 0, K_ = 0, kc_ = 1, panels_ = 0, segment_ = 0;
+  bool indirect_ = false;
   std::shared_ptr<Buffer> packed_;
   std::vector<float> bias_;
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;
-  bool direct_ = false;
+  bool direct_ = false, silu_ = false;
   xnn::PostActivation post_;
   Tensor x_, y_;
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, M_ = 0, block_rows_ = kMr, blocks_ = 0;
+  int64_t row_blocks_ = 0, col_groups_ = 1, panels_per_group_ = 0;
+  bool shared_gather_ = false;
+  float* gathered_ = nullptr;  // shared_gather_: M x K rows, valid during run()
 };
 
 std::unique_ptr<Kernel> make_native_conv(const KernelRequest& req) {

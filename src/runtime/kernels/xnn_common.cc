@@ -1,7 +1,11 @@
 #include "runtime/kernels/xnn_common.h"
 
+#include <pthreadpool.h>
+
 #include <mutex>
 #include <string>
+
+#include "runtime/kernels/native_math.h"
 
 namespace modex::runtime::xnn {
 
@@ -50,6 +54,10 @@ bool PostActivation::init(ir::Activation a) {
       return true;
     case ir::Activation::kSigmoid:
     case ir::Activation::kSilu:
+      if (a == ir::Activation::kSilu && native::cpu_has_avx2_fma()) {
+        native_silu_ = true;
+        return true;
+      }
       if (xnn_create_sigmoid_nc_f32(1, 1, 1, 0, &op) != xnn_status_success) return false;
       first_.reset(op);
       if (a == ir::Activation::kSilu) {
@@ -73,6 +81,11 @@ void PostActivation::setup(float* data, size_t count, const RunContext& ctx) {
       check(xnn_setup_sigmoid_nc_f32(first_.get(), count, data, data, ctx.pool), "setup sigmoid");
       return;
     case ir::Activation::kSilu: {
+      if (native_silu_) {
+        data_ = data;
+        count_ = count;
+        return;
+      }
       scratch_.resize(count + XNN_EXTRA_BYTES / sizeof(float));
       check(xnn_setup_sigmoid_nc_f32(first_.get(), count, data, scratch_.data(), ctx.pool), "setup sigmoid");
       size_t shape[1] = {count};
@@ -84,6 +97,20 @@ void PostActivation::setup(float* data, size_t count, const RunContext& ctx) {
 }
 
 void PostActivation::run(const RunContext& ctx) {
+  if (native_silu_) {
+    constexpr size_t kTile = 16384;  // floats per parallel item
+    auto task = [](void* self, size_t begin, size_t n) {
+      auto* p = static_cast<PostActivation*>(self);
+      native::silu_inplace(p->data_ + begin, n);
+    };
+    if (ctx.pool && count_ > kTile) {
+      std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
+      pthreadpool_parallelize_1d_tile_1d(ctx.pool, task, this, count_, kTile, 0);
+    } else {
+      task(this, 0, count_);
+    }
+    return;
+  }
   if (first_) xnn::run(first_.get(), ctx);
   if (multiply_) xnn::run(multiply_.get(), ctx);
 }

@@ -45,6 +45,11 @@ class PostActivation {
 
  private:
   ir::Activation activation_ = ir::Activation::kNone;
+  // SiLU on AVX2 machines: one in-place pass of modex's own vector code instead of XNNPACK's
+  // sigmoid into scratch + multiply (two passes and a scratch buffer).
+  bool native_silu_ = false;
+  float* data_ = nullptr;
+  size_t count_ = 0;
   Operator first_, multiply_;
   std::vector<float> scratch_;  // SiLU: sigmoid(x), then x * sigmoid(x)
 };
