@@ -156,3 +156,22 @@ def test_table_output_names_classes(setup):
     assert proc.returncode == 0, proc.stderr
     want = c["names"][int(c["probs"][setup["images"][1].name].argmax())]
     assert want in proc.stdout and "%" in proc.stdout
+
+
+def test_cpp_example_agrees_with_predict(setup):
+    """examples/classify.cc (the library example) gives predict's top class and probability."""
+    import os
+    import subprocess
+    exe = os.environ.get("MODEX_CLASSIFY_EXAMPLE")
+    if not exe:
+        exe = str(ou.REPO / "build" / "examples" / "classify")
+    assert Path(exe).is_file(), f"examples/classify not built: {exe}"
+    c = setup["cases"]["train_dict_config"]
+    image = setup["images"][0]
+    out = subprocess.run([exe, str(c["models"]["tflite"]), str(image)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0].split()
+    want = c["probs"][image.name]
+    assert int(first[0]) == int(want.argmax())
+    assert c["names"][int(want.argmax())].split()[0] in out.stdout.splitlines()[0]
+    assert abs(float(first[-1].rstrip("%")) - 100 * want.max()) < 0.01
