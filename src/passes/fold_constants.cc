@@ -22,30 +22,14 @@ Tensor broadcast_binary(const Tensor& a, const Tensor& b, const Dims& out_shape,
   } else {
     for (float v : b.to_float_vector()) bv.push_back(v);
   }
-  size_t r = out_shape.size();
-  auto aligned = [&](const Dims& s) {
-    Dims d(r, 1);
-    std::copy(s.begin(), s.end(), d.begin() + static_cast<ptrdiff_t>(r - s.size()));
-    return d;
-  };
-  Dims ash = aligned(a.shape()), bsh = aligned(b.shape());
-  Dims ast = row_major_strides(ash), bst = row_major_strides(bsh), ost = row_major_strides(out_shape);
-  int64_t n = checked_numel(out_shape);
   Tensor out = Tensor::zeros(dtype, out_shape);
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t ia = 0, ib = 0, rem = i;
-    for (size_t d = 0; d < r; ++d) {
-      int64_t idx = rem / ost[d];
-      rem %= ost[d];
-      if (ash[d] != 1) ia += idx * ast[d];
-      if (bsh[d] != 1) ib += idx * bst[d];
-    }
+  for_each_broadcast(a.shape(), b.shape(), out_shape, [&](int64_t i, int64_t ia, int64_t ib) {
     double v = f(av[static_cast<size_t>(ia)], bv[static_cast<size_t>(ib)]);
     if (dtype == DType::kInt64)
       out.data_mutable<int64_t>()[i] = static_cast<int64_t>(v);
     else
       out.data_mutable<float>()[i] = static_cast<float>(v);
-  }
+  });
   return out;
 }
 

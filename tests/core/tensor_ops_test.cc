@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 namespace modex {
 namespace {
@@ -78,6 +79,21 @@ TEST(Transposed, DefaultReversesAndBadPermIsRefused) {
   EXPECT_THROW(transposed(x, {0}), Error);
   Tensor s = Tensor::scalar_float(4.5f);
   EXPECT_EQ(transposed(s, {}).data<float>()[0], 4.5f);
+}
+
+TEST(ForEachBroadcast, PairsElementsLikeNumpy) {
+  // a [2,1,3] with b [4,1] -> out [2,4,3]: a repeats over dim 1, b over dims 0 and 2.
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> seen;
+  for_each_broadcast({2, 1, 3}, {4, 1}, {2, 4, 3}, [&](int64_t i, int64_t ia, int64_t ib) { seen.emplace_back(i, ia, ib); });
+  ASSERT_EQ(seen.size(), 24u);
+  for (auto [i, ia, ib] : seen) {
+    int64_t n = i / 12, h = (i / 3) % 4, w = i % 3;
+    EXPECT_EQ(ia, n * 3 + w) << i;
+    EXPECT_EQ(ib, h) << i;
+  }
+  int calls = 0;
+  for_each_broadcast({}, {}, {}, [&](int64_t i, int64_t ia, int64_t ib) { calls += (i == 0 && ia == 0 && ib == 0); });
+  EXPECT_EQ(calls, 1);  // scalars
 }
 
 }  // namespace

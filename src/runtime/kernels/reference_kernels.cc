@@ -171,28 +171,10 @@ namespace {
 // y = f(a, b) with numpy broadcasting.
 template <typename F>
 void broadcast(const Tensor& a, const Tensor& b, Tensor& y, F f) {
-  const Dims& out_shape = y.shape();
-  size_t r = out_shape.size();
-  auto aligned = [&](const Dims& s) {
-    Dims d(r, 1);
-    std::copy(s.begin(), s.end(), d.begin() + static_cast<ptrdiff_t>(r - s.size()));
-    return d;
-  };
-  Dims ash = aligned(a.shape()), bsh = aligned(b.shape());
-  Dims ast = row_major_strides(ash), bst = row_major_strides(bsh), ost = row_major_strides(out_shape);
   const float* ad = a.data<float>();
   const float* bd = b.data<float>();
   float* yd = y.data_mutable<float>();
-  for (int64_t i = 0; i < y.numel(); ++i) {
-    int64_t ia = 0, ib = 0, rem = i;
-    for (size_t d = 0; d < r; ++d) {
-      int64_t idx = rem / ost[d];
-      rem %= ost[d];
-      if (ash[d] != 1) ia += idx * ast[d];
-      if (bsh[d] != 1) ib += idx * bst[d];
-    }
-    yd[i] = f(ad[ia], bd[ib]);
-  }
+  for_each_broadcast(a.shape(), b.shape(), y.shape(), [&](int64_t i, int64_t ia, int64_t ib) { yd[i] = f(ad[ia], bd[ib]); });
 }
 
 template <typename F>
