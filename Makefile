@@ -36,6 +36,7 @@ bench: build
 	$(PY) bench/export_speed.py --modex $(BUILD)/modex
 	$(PY) bench/tflite_export_speed.py --modex $(BUILD)/modex
 	$(PY) bench/runtime_speed.py --modex $(BUILD)/modex
+	$(PY) bench/batch_speed.py --modex $(BUILD)/modex
 
 clean:
 	rm -rf $(BUILD) build-fuzz
