@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/tensor_ops.h"
 #include "io/onnx/reader_tensor.h"
 
 namespace modex::onnx_io::reader {
@@ -13,12 +14,6 @@ int64_t normalize_axis(int64_t axis, int64_t rank, const char* what) {
     throw Error(std::string(what) + " " + std::to_string(axis) + " is out of range for rank " +
                 std::to_string(rank));
   return axis < 0 ? axis + rank : axis;
-}
-
-Dims strides_of(const Dims& shape) {
-  Dims s(shape.size(), 1);
-  for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
-  return s;
 }
 
 // numel of a shape the evaluator may build, refusing anything beyond the size limit.
@@ -125,31 +120,6 @@ SymElem dynamic_binary(SymBinaryOp op, const SymElem& a, const SymElem& b) {
       break;
   }
   return SymElem::opaque();
-}
-
-// Visits the output indices of a broadcast in row-major order, giving the flat input offsets.
-template <typename F>
-void for_each_broadcast(const Dims& out, const Dims& a, const Dims& b, F&& f) {
-  size_t r = out.size();
-  auto aligned = [&](const Dims& s) {
-    Dims d(r, 1);
-    std::copy(s.begin(), s.end(), d.begin() + static_cast<ptrdiff_t>(r - s.size()));
-    return d;
-  };
-  Dims as = aligned(a), bs = aligned(b);
-  Dims ast = strides_of(as), bst = strides_of(bs), ost = strides_of(out);
-  int64_t n = 1;
-  for (int64_t d : out) n *= d;
-  for (int64_t k = 0; k < n; ++k) {
-    int64_t ia = 0, ib = 0, rem = k;
-    for (size_t d = 0; d < r; ++d) {
-      int64_t idx = rem / ost[d];
-      rem %= ost[d];
-      if (as[d] != 1) ia += idx * ast[d];
-      if (bs[d] != 1) ib += idx * bst[d];
-    }
-    f(k, ia, ib);
-  }
 }
 
 }  // namespace
@@ -266,7 +236,7 @@ SymTensor sym_binary(SymBinaryOp op, const SymTensor& a, const SymTensor& b) {
     out[i] = x == 1 ? y : x;
   }
   SymTensor s = make(a.dtype, out);
-  for_each_broadcast(out, a.shape, b.shape, [&](int64_t k, int64_t ia, int64_t ib) {
+  for_each_broadcast(a.shape, b.shape, out, [&](int64_t k, int64_t ia, int64_t ib) {
     const SymElem& x = a.elems[static_cast<size_t>(ia)];
     const SymElem& y = b.elems[static_cast<size_t>(ib)];
     s.elems[static_cast<size_t>(k)] =
@@ -354,7 +324,7 @@ SymTensor sym_slice(const SymTensor& data, const std::vector<int64_t>& starts,
     out_shape[static_cast<size_t>(d)] = static_cast<int64_t>(t.size());
   }
   SymTensor s = make(data.dtype, out_shape);
-  Dims in_st = strides_of(data.shape), out_st = strides_of(out_shape);
+  Dims in_st = row_major_strides(data.shape), out_st = row_major_strides(out_shape);
   for (int64_t k = 0; k < s.numel(); ++k) {
     int64_t src = 0, rem = k;
     for (int64_t d = 0; d < r; ++d) {
@@ -451,7 +421,7 @@ SymTensor sym_transpose(const SymTensor& data, std::vector<int64_t> perm) {
     out_shape[i] = data.shape[static_cast<size_t>(p)];
   }
   SymTensor s = make(data.dtype, out_shape);
-  Dims in_st = strides_of(data.shape), out_st = strides_of(out_shape);
+  Dims in_st = row_major_strides(data.shape), out_st = row_major_strides(out_shape);
   for (int64_t k = 0; k < s.numel(); ++k) {
     int64_t src = 0, rem = k;
     for (size_t d = 0; d < r; ++d) {
