@@ -46,13 +46,27 @@ std::string attrs_text(const OpAttrs& attrs) {
           s << "perm=" << ints(a.perm);
         } else if constexpr (std::is_same_v<T, PadAttrs>) {
           s << "pads=" << ints(a.pads) << " value=" << a.value;
+        } else if constexpr (std::is_same_v<T, QuantizeAttrs>) {
+          s << "dtype=" << dtype_name(a.dtype);
         }
         return s.str();
       },
       attrs);
 }
 
-std::string type_text(const Value& v) { return std::string(dtype_name(v.dtype)) + shape_to_string(v.shape); }
+// "int8[1,8]{s=0.0235,zp=-128}" or "int8[8,3,3,3]{per-channel axis 0, 8 scales}".
+std::string type_text(const Value& v) {
+  std::string t = std::string(dtype_name(v.dtype)) + shape_to_string(v.shape);
+  if (v.quant) {
+    std::ostringstream s;
+    if (v.quant->per_channel())
+      s << "{per-channel axis " << v.quant->axis << ", " << v.quant->scale.size() << " scales}";
+    else if (!v.quant->scale.empty())
+      s << "{s=" << v.quant->scale[0] << ",zp=" << (v.quant->zero_point.empty() ? 0 : v.quant->zero_point[0]) << "}";
+    t += s.str();
+  }
+  return t;
+}
 
 }  // namespace
 

@@ -33,6 +33,18 @@ Shape static_shape(const Dims& dims);
 std::optional<Dims> to_dims(const Shape& shape);
 std::string shape_to_string(const Shape& shape);
 
+// Affine quantization of an integer tensor: real = (q - zero_point) * scale. One scale and zero
+// point per tensor, or one per slice along `axis` (per-channel weights: axis 0 of a Conv filter
+// [O, kH, kW, I] or a Gemm weight [O, I]). Int8 activations carry per-tensor params; int32 biases
+// carry scale = input_scale * weight_scale[c] and zero point 0.
+struct QuantParams {
+  std::vector<float> scale;
+  std::vector<int64_t> zero_point;
+  int32_t axis = 0;
+  bool per_channel() const { return scale.size() > 1; }
+  bool operator==(const QuantParams&) const = default;
+};
+
 using ValueId = int32_t;
 using NodeId = int32_t;
 inline constexpr ValueId kNoValue = -1;
@@ -43,6 +55,10 @@ struct Value {
   Shape shape;
   Tensor constant;             // defined() for initializers / folded constants
   NodeId producer = -1;        // -1 for graph inputs and constants
+  // Set on quantized integer values (int8/uint8 activations and weights, int32 biases). An op
+  // whose data inputs are quantized computes in the integer domain (TFLite semantics) and its
+  // output carries its own params; Quantize/Dequantize convert between domains.
+  std::optional<QuantParams> quant;
   bool is_constant() const { return constant.defined(); }
 };
 

@@ -7,6 +7,8 @@
 #include <variant>
 #include <vector>
 
+#include "core/dtype.h"
+
 namespace modex::ir {
 
 // Activations that can be fused into the op that produces their input (Conv, Gemm, Add, ...).
@@ -114,6 +116,12 @@ struct PadAttrs {
   bool operator==(const PadAttrs&) const = default;
 };
 
+// Quantize: the integer type produced; the scale and zero point are the output value's quant.
+struct QuantizeAttrs {
+  DType dtype = DType::kInt8;
+  bool operator==(const QuantizeAttrs&) const = default;
+};
+
 enum class OpKind : uint16_t {
 #define MODEX_OP(name, attrs) k##name,
 #include "ir/ops.def"
@@ -129,7 +137,7 @@ inline constexpr size_t kOpCount = 0
 using OpAttrs = std::variant<NoAttrs, ConvAttrs, BatchNormAttrs, GemmAttrs, BinaryAttrs, ClipAttrs,
                              LeakyReluAttrs, HardSigmoidAttrs, PoolAttrs, ReduceAttrs,
                              FlattenAttrs, ReshapeAttrs, AxesAttrs, TransposeAttrs, AxisAttrs,
-                             PadAttrs>;
+                             PadAttrs, QuantizeAttrs>;
 
 std::string_view op_name(OpKind op);
 std::optional<OpKind> op_from_name(std::string_view name);

@@ -33,9 +33,31 @@ void expect_rank(const Node& n, const Value& v, size_t rank) {
                             shape_to_string(v.shape));
 }
 
+bool is_quantized_int(const Value& v) {
+  return (v.dtype == DType::kInt8 || v.dtype == DType::kUInt8) && v.quant.has_value();
+}
+
+// Data inputs are float, or quantized int8/uint8 (the op then computes in the integer domain).
 void expect_float(const Node& n, const Value& v) {
-  if (!is_float(v.dtype))
-    throw node_error(n, "input '" + v.name + "' must be a float tensor, is " + std::string(dtype_name(v.dtype)));
+  if (!is_float(v.dtype) && !is_quantized_int(v))
+    throw node_error(n, "input '" + v.name + "' must be a float or quantized int8/uint8 tensor, is " +
+                            std::string(dtype_name(v.dtype)) + (v.quant ? "" : " without quantization parameters"));
+}
+
+// A quantized Conv/Gemm takes int8 weights with per-tensor or per-channel (axis 0) params and an
+// int32 bias; a float one takes float weights and bias.
+void expect_weights_match(const Node& n, const Value& x, const Value& w, const Value* b) {
+  if (is_quantized_int(x)) {
+    if (w.dtype != DType::kInt8 || !w.quant)
+      throw node_error(n, "quantized input needs quantized int8 weights, '" + w.name + "' is " + std::string(dtype_name(w.dtype)));
+    if (w.quant->per_channel() && w.quant->axis != 0)
+      throw node_error(n, "per-channel weight params must be along axis 0");
+    if (b && b->dtype != DType::kInt32)
+      throw node_error(n, "quantized op needs an int32 bias, '" + b->name + "' is " + std::string(dtype_name(b->dtype)));
+  } else if (w.dtype != x.dtype && !(is_float(w.dtype) && is_float(x.dtype))) {
+    throw node_error(n, "weight '" + w.name + "' is " + std::string(dtype_name(w.dtype)) + ", input is " +
+                            std::string(dtype_name(x.dtype)));
+  }
 }
 
 // Equal when both static and equal; dynamic dims are assumed to agree.
@@ -139,6 +161,7 @@ std::vector<OutputInfo> infer_conv(const Graph& g, const Node& n) {
     throw node_error(n, "input has " + std::to_string(x.shape[x_c].value) + " channels but weight " +
                             shape_to_string(w.shape) + " with groups=" + std::to_string(a.groups) + " expects " +
                             std::to_string((*wd)[w_i] * a.groups));
+  expect_weights_match(n, x, w, has_input(n, 2) ? &input(g, n, 2) : nullptr);
   if (has_input(n, 2)) {
     const Value& b = input(g, n, 2);
     if (b.shape.size() != 1 || !dims_compatible(b.shape[0], Dim::fixed(out_c)))
@@ -198,6 +221,7 @@ std::vector<OutputInfo> infer_gemm(const Graph& g, const Node& n) {
     throw node_error(n, "input " + shape_to_string(x.shape) + " has " + std::to_string(x.shape[1].value) +
                             " features but weight " + shape_to_string(w.shape) + " expects " +
                             std::to_string(w.shape[1].value));
+  expect_weights_match(n, x, w, has_input(n, 2) ? &input(g, n, 2) : nullptr);
   if (has_input(n, 2)) {
     const Value& b = input(g, n, 2);
     if (b.shape.size() != 1 || !dims_compatible(b.shape[0], w.shape[0]))
@@ -435,6 +459,24 @@ std::vector<OutputInfo> infer_pad(const Graph& g, const Node& n) {
   return {{x.dtype, out}};
 }
 
+std::vector<OutputInfo> infer_quantize(const Graph& g, const Node& n) {
+  expect_inputs(n, 1, 1);
+  const Value& x = input(g, n, 0);
+  DType to = n.attr<QuantizeAttrs>().dtype;
+  if (to != DType::kInt8 && to != DType::kUInt8)
+    throw node_error(n, "can only quantize to int8 or uint8, not " + std::string(dtype_name(to)));
+  expect_float(n, x);
+  return {{to, x.shape}};
+}
+
+std::vector<OutputInfo> infer_dequantize(const Graph& g, const Node& n) {
+  expect_inputs(n, 1, 1);
+  const Value& x = input(g, n, 0);
+  if (!x.quant || (x.dtype != DType::kInt8 && x.dtype != DType::kUInt8 && x.dtype != DType::kInt32))
+    throw node_error(n, "input '" + x.name + "' must be a quantized int8/uint8/int32 tensor");
+  return {{DType::kFloat32, x.shape}};
+}
+
 }  // namespace
 
 std::vector<OutputInfo> infer_node_outputs(const Graph& g, const Node& n) {
@@ -470,6 +512,8 @@ std::vector<OutputInfo> infer_node_outputs(const Graph& g, const Node& n) {
     case OpKind::kConcat: return infer_concat(g, n);
     case OpKind::kSoftmax: return infer_softmax(g, n);
     case OpKind::kPad: return infer_pad(g, n);
+    case OpKind::kQuantize: return infer_quantize(g, n);
+    case OpKind::kDequantize: return infer_dequantize(g, n);
   }
   throw node_error(n, "no shape function");
 }

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <set>
 
 #include "ir/graph.h"
@@ -20,6 +21,25 @@ void verify(const Graph& g) {
       if (!dims || *dims != values[i].constant.shape() || values[i].dtype != values[i].constant.dtype())
         throw Error("constant's declared type/shape differs from its data", ErrorKind::kInternal).tensor(values[i].name);
     }
+  for (const Value& v : values) {
+    if (!v.quant) continue;
+    const QuantParams& q = *v.quant;
+    if (v.dtype != DType::kInt8 && v.dtype != DType::kUInt8 && v.dtype != DType::kInt32)
+      throw Error("quantization parameters on a " + std::string(dtype_name(v.dtype)) + " value", ErrorKind::kInternal).tensor(v.name);
+    if (q.scale.empty() || q.scale.size() != q.zero_point.size())
+      throw Error("quantization needs as many zero points as scales (at least one)", ErrorKind::kInternal).tensor(v.name);
+    for (float sc : q.scale)
+      if (!(sc > 0.0f) || !std::isfinite(sc))
+        throw Error("quantization scale must be positive and finite", ErrorKind::kInternal).tensor(v.name);
+    if (q.per_channel()) {
+      if (q.axis < 0 || static_cast<size_t>(q.axis) >= v.shape.size() || !v.shape[static_cast<size_t>(q.axis)].is_static() ||
+          v.shape[static_cast<size_t>(q.axis)].value != static_cast<int64_t>(q.scale.size()))
+        throw Error("per-channel quantization has " + std::to_string(q.scale.size()) + " scales for axis " +
+                        std::to_string(q.axis) + " of " + shape_to_string(v.shape),
+                    ErrorKind::kInternal)
+            .tensor(v.name);
+    }
+  }
   std::set<std::string> names;
   for (const Value& v : values)
     if (!names.insert(v.name).second) throw Error("duplicate value name", ErrorKind::kInternal).tensor(v.name);

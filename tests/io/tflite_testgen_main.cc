@@ -97,6 +97,9 @@ json attrs_json(const ir::OpAttrs& attrs) {
                         [](const ir::PadAttrs& a) {
                           return json{{"pads", a.pads}, {"value", a.value}};
                         },
+                        [](const ir::QuantizeAttrs& a) {
+                          return json{{"dtype", std::string(dtype_name(a.dtype))}};
+                        },
                     },
                     attrs);
 }

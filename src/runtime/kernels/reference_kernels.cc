@@ -370,6 +370,11 @@ void run_node(const ir::Node& n, std::span<const Tensor> in, Tensor& y) {
     case OpKind::kConcat: concat(in, n.attr<ir::AxisAttrs>().axis, y); return;
     case OpKind::kSoftmax: softmax(in[0], n.attr<ir::AxisAttrs>().axis, y); return;
     case OpKind::kPad: pad(in[0], n.attr<ir::PadAttrs>(), y); return;
+    case OpKind::kQuantize:
+    case OpKind::kDequantize:
+      throw Error("quantized ops are not supported by the runtime yet", ErrorKind::kUnsupported)
+          .node(n.name)
+          .op(std::string(ir::op_name(n.op)));
   }
 }
 
