@@ -55,6 +55,28 @@ def run_ort(jobs, work_dir):
     return json.loads(results_path.read_text())["results"], proc.stderr
 
 
+LITERT_RUN = HERE / "litert_run.mjs"
+
+
+def run_litert(jobs, work_dir, tag="litert", timeout=3600):
+    """Runs every job in one litert_run.mjs process (LiteRT 2.5.3). Returns (results, stderr):
+    results maps job id to LiteRT's answer ({"ok": false, "error": ...} when it could not run).
+    The job and result files are WORK_DIR/TAG.jobs.json and TAG.results.json."""
+    work_dir = Path(work_dir)
+    jobs_path, results_path = work_dir / f"{tag}.jobs.json", work_dir / f"{tag}.results.json"
+    jobs_path.write_text(json.dumps({"jobs": jobs}, indent=1))
+    proc = subprocess.run([node_bin(), str(LITERT_RUN), str(jobs_path), str(results_path)],
+                          capture_output=True, text=True, timeout=timeout)
+    if not results_path.is_file():
+        raise AssertionError(f"litert_run.mjs failed (exit {proc.returncode}) without results:\n"
+                             f"{proc.stderr[-4000:]}")
+    results = json.loads(results_path.read_text())
+    assert results["litert_version"] == "2.5.3", results["litert_version"]
+    failed = sorted(k for k, r in results["results"].items() if not r["ok"])
+    assert (proc.returncode != 0) == bool(failed), (proc.returncode, failed, proc.stderr[-2000:])
+    return results["results"], proc.stderr
+
+
 def read_f32(path, dims):
     data = np.fromfile(path, dtype="<f4")
     count = int(np.prod(dims))

@@ -1,4 +1,4 @@
-"""`modex compare` against PyTorch (issue 6, "compare").
+"""`modex compare` against PyTorch, ONNX Runtime and LiteRT (issue 6, "compare").
 
 The Fashion-MNIST-named training-dict fixture (resnet18, 10 classes, class names and mean/std in its
 config; zoo_fixtures.py) is exported to ONNX + TFLite fp32/fp16 and compared on a classification
@@ -8,7 +8,10 @@ files through torchvision's transforms. Required: modex's accuracy for the .pth,
 equals PyTorch's accuracy on those images (every image's top-1 agrees, so the counts are equal), the
 float16 model's accuracy is within 1 image of it, agreement with the reference is 100 % for the
 float32 files, max|Δprob| <= 1e-4 (float32) / 1e-2 (float16), labels are matched by class name,
-and --json and the table agree.
+and --json and the table agree. The exported files are also run in the real runtimes on the same
+preprocessed images (ONNX Runtime for the .onnx, LiteRT for both .tflite files): the agreement and
+accuracy `compare` reports for each file equal what that runtime gives (the float16 file within
+one image).
 
     MODEX_BIN=build/modex /usr/bin/python3 -m pytest -q tests/oracle/test_compare.py
 """
@@ -59,17 +62,34 @@ def setup(tmp_path_factory):
     with torch.no_grad():
         x = torch.stack([tf(Image.open(p).convert("RGB")) for p, _ in files])
         probs = torch.softmax(model(x), 1).numpy()
-    torch_acc = float(np.mean(probs.argmax(1) == np.array([y for _, y in files])))
+    truth = np.array([y for _, y in files])
+    torch_acc = float(np.mean(probs.argmax(1) == truth))
     out = work / "out"
     proc = ou.run_modex(["export", "--checkpoint", ckpt_path, "--format", "both", "--quantize", "none,float16",
                          "--output-dir", out, "--name", "m"])
     assert proc.returncode == 0, proc.stderr
+    # The same preprocessed images through the real runtimes.
+    x_nchw = x.numpy().astype("<f4")
+    (work / "x_nchw.bin").write_bytes(x_nchw.tobytes())
+    (work / "x_nhwc.bin").write_bytes(np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)).tobytes())
+    ort, err = ou.run_ort([{"id": "onnx", "model": str(out / "m.onnx"), "input": str(work / "x_nchw.bin"),
+                            "dims": list(x_nchw.shape), "output": str(work / "ort.bin")}], work)
+    assert ort["onnx"]["ok"], (ort, err)
+    nhwc = [COUNT, size, size, 3]
+    lite, err = ou.run_litert([{"id": f, "model": str(out / f), "output": str(work / f"{f}.bin"),
+                                "inputs": [{"file": str(work / "x_nhwc.bin"), "dims": nhwc, "dtype": "float32"}]}
+                               for f in ("m.tflite", "m_float16.tflite")], work)
+    assert all(r["ok"] for r in lite.values()), (lite, err)
+    runtime_top1 = {"onnx": ou.read_f32(work / "ort.bin", [COUNT, len(names)]).argmax(1)}
+    for f in ("m.tflite", "m_float16.tflite"):
+        runtime_top1[f] = ou.read_f32(work / f"{f}.bin", [COUNT, len(names)]).argmax(1)
     models = [ckpt_path, out / "m.onnx", out / "m.tflite", out / "m_float16.tflite"]
     proc = ou.run_modex(["compare", *models, "--data-dir", work / "data", "--json"], timeout=900)
     assert proc.returncode == 0, proc.stderr
     table = ou.run_modex(["compare", *models, "--data-dir", work / "data"], timeout=900)
     assert table.returncode == 0, table.stderr
-    return {"report": json.loads(proc.stdout), "table": table.stdout, "torch_acc": torch_acc, "models": models}
+    return {"report": json.loads(proc.stdout), "table": table.stdout, "torch_acc": torch_acc, "models": models,
+            "truth": truth, "torch_top1": probs.argmax(1), "runtime_top1": runtime_top1}
 
 
 def test_accuracy_matches_pytorch(setup):
@@ -93,6 +113,18 @@ def test_agreement_and_differences(setup):
     for row in rows:
         assert row["median_latency_ms"] > 0 and row["speedup_vs_reference"] > 0
         assert row["preprocessing"].startswith("model metadata")
+
+
+def test_matches_onnx_runtime_and_litert(setup):
+    """compare's figures for each exported file are what ONNX Runtime / LiteRT give on those images."""
+    rows = setup["report"]["models"]
+    truth, ref = setup["truth"], setup["torch_top1"]
+    for row, key, slack in ((rows[1], "onnx", 0), (rows[2], "m.tflite", 0), (rows[3], "m_float16.tflite", 1)):
+        top1 = setup["runtime_top1"][key]
+        runtime_acc = float(np.mean(top1 == truth))
+        runtime_agree = float(np.mean(top1 == ref))
+        assert abs(row["accuracy"] - runtime_acc) <= slack / COUNT + 1e-9, (key, row["accuracy"], runtime_acc)
+        assert abs(row["top1_agreement"] - runtime_agree) <= slack / COUNT + 1e-9, (key, row["top1_agreement"], runtime_agree)
 
 
 def test_table_matches_json(setup):

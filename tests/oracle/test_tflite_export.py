@@ -23,7 +23,6 @@ import concurrent.futures
 import functools
 import json
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,6 @@ import zoo_onnx_fixtures as zof  # noqa: E402
 import onnx  # noqa: E402  (Debian's python3-onnx; missing is an error, never a skip)
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-LITERT_RUN = ou.HERE / "litert_run.mjs"
 SPECS = {s["name"]: s for s in zf.all_specs()}
 ARCHS = zf.zoo_archs()
 OPSETS = zof.OPSETS
@@ -248,16 +246,7 @@ def _check_logits(got_list, want_list, precision, what):
 
 def run_litert(jobs, work):
     """Runs the jobs in one litert_run.mjs process; returns (results by job id, stderr)."""
-    jobs_path, results_path = work / "litert_jobs.json", work / "litert_results.json"
-    jobs_path.write_text(json.dumps({"jobs": jobs}, indent=1))
-    proc = subprocess.run([ou.node_bin(), str(LITERT_RUN), str(jobs_path), str(results_path)],
-                          capture_output=True, text=True, timeout=3600)
-    if not results_path.is_file():
-        raise AssertionError(f"litert_run.mjs failed ({proc.returncode}) without results:\n"
-                             f"{proc.stderr[-4000:]}")
-    results = json.loads(results_path.read_text())
-    assert results["litert_version"] == "2.5.3", results["litert_version"]
-    return results["results"], proc.stderr
+    return ou.run_litert(jobs, work)
 
 
 def _source(p, roots):

@@ -28,7 +28,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle_util as ou  # noqa: E402
 
-LITERT_RUN = ou.HERE / "litert_run.mjs"
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 ABS_TOL = 1e-5
 # Op versions the runtime registers for what these models use (TFLite's op_version rules).
@@ -207,17 +206,7 @@ def _remove_work_dir():
 
 def run_litert(jobs, tag):
     """Runs the jobs in one litert_run.mjs process; returns its results by job id."""
-    jobs_path, results_path = WORK / f"{tag}.jobs.json", WORK / f"{tag}.results.json"
-    jobs_path.write_text(json.dumps({"jobs": jobs}, indent=1))
-    proc = subprocess.run([ou.node_bin(), str(LITERT_RUN), str(jobs_path), str(results_path)],
-                          capture_output=True, text=True, timeout=600)
-    if not results_path.is_file():
-        raise AssertionError(f"litert_run.mjs failed ({proc.returncode}) without results:\n{proc.stderr[-4000:]}")
-    results = json.loads(results_path.read_text())
-    assert results["litert_version"] == "2.5.3", results["litert_version"]
-    failed = sorted(k for k, r in results["results"].items() if not r["ok"])
-    assert (proc.returncode != 0) == bool(failed), (proc.returncode, failed)
-    return results["results"]
+    return ou.run_litert(jobs, WORK, tag=tag, timeout=600)[0]
 
 
 @pytest.fixture(scope="module")
