@@ -4,19 +4,22 @@ For each architecture (resnet18, mobilenet_v2, efficientnet_b0) a torchvision mo
 Fashion-MNIST (Debian's dataset-fashion-mnist) with scripts/train_demo.py, and the images are
 written as a classification dataset:
 
-    <root>/data/val/<class>/<index>.png    training images the models never saw (calibration)
-    <root>/data/test/<class>/<index>.png   the first N test images (held out: accuracy)
-    <root>/<arch>/model.pth                training-style checkpoint with a config
-    <root>/<arch>/reference.json           PyTorch float32 on the test PNGs: files, labels,
+    <root>/<data>/val/<class>/<index>.png  training images the models never saw (calibration)
+    <root>/<data>/test/<class>/<index>.png the first N test images (held out: accuracy)
+    <root>/<model>/model.pth               training-style checkpoint with a config
+    <root>/<model>/reference.json          PyTorch float32 on the test PNGs: files, labels,
                                            predictions, accuracy
-    <root>/<arch>/logits.npy               PyTorch float32 logits [N, 10], same order
+    <root>/<model>/logits.npy              PyTorch float32 logits [N, 10], same order
+
+<data> and <model> name their parameters, so changing one architecture's training retrains only
+that architecture.
 
 The PyTorch reference reads the PNG files exactly as a user would (PIL, RGB, bilinear resize to
 the input size, mean/std of the checkpoint's config), so it is the accuracy the float model has on
 the same bytes modex and the runtimes are given.
 
-Cached under ~/.cache/modex/trained-fixtures/<key> (key: this file, the training script, torch
-version); a first run trains three small models (a few minutes on 2 cores).
+Cached under ~/.cache/modex/trained-fixtures/<key> (key: FIXTURE_VERSION, the training script,
+torch version); a first run trains three small models (about ten minutes on 2 cores).
 """
 import gzip
 import json
@@ -34,21 +37,32 @@ TRAIN_SCRIPT = HERE.parent.parent / "scripts" / "train_demo.py"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# Bump when what a fixture holds changes (the reference computation, the folder layout).
+FIXTURE_VERSION = 1
 ARCHS = {
-    # arch: (input size, training images)
-    "resnet18": (32, 6400),
-    "mobilenet_v2": (32, 9600),
-    "efficientnet_b0": (32, 9600),
+    # arch: (input size, training images, learning rate)
+    "resnet18": (32, 6400, 2e-3),
+    "mobilenet_v2": (32, 9600, 2e-3),
+    "efficientnet_b0": (32, 19200, 4e-3),
 }
 VAL_PER_CLASS = 40
 TEST_IMAGES = 1000
-TRAIN_IMAGES_SEEN = max(n for _, n in ARCHS.values())
+TRAIN_IMAGES_SEEN = max(n for _, n, _ in ARCHS.values())
+
+
+def data_name():
+    return f"data-val{VAL_PER_CLASS}-test{TEST_IMAGES}-after{TRAIN_IMAGES_SEEN}"
+
+
+def model_name(arch):
+    size, n_train, lr = ARCHS[arch]
+    return f"{arch}-s{size}-n{n_train}-lr{lr:g}"
 
 
 def fixture_key():
     import hashlib
     h = hashlib.sha256()
-    h.update(zf._code_fingerprint(Path(__file__).read_text()).encode())
+    h.update(f"v{FIXTURE_VERSION}".encode())
     h.update(zf._code_fingerprint(TRAIN_SCRIPT.read_text()).encode())
     h.update(f"torch={zf._dist_version('torch')};torchvision={zf._dist_version('torchvision')}".encode())
     return h.hexdigest()[:16]
@@ -125,12 +139,12 @@ def load_inputs(paths, size, mean, std, layout="nchw"):
 def _train(arch, out_dir):
     import torch
     import torchvision
-    size, n_train = ARCHS[arch]
+    size, n_train, lr = ARCHS[arch]
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     ckpt = tmp / "model.pth"
-    proc = subprocess.run([sys.executable, str(TRAIN_SCRIPT), str(ckpt), "--arch", arch,
-                           "--input-size", str(size), "--train-images", str(n_train), "--json"],
+    proc = subprocess.run([sys.executable, str(TRAIN_SCRIPT), str(ckpt), "--arch", arch, "--input-size", str(size),
+                           "--train-images", str(n_train), "--lr", str(lr), "--json"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"training {arch} failed:\n{proc.stderr[-3000:]}")
@@ -140,7 +154,8 @@ def _train(arch, out_dir):
     model = getattr(torchvision.models, arch)(num_classes=len(CLASS_NAMES))
     model.load_state_dict(state["model_state_dict"])
     model.eval()
-    paths, labels = test_images(out_dir.parent / "data")
+    data_dir = out_dir.parent / data_name()
+    paths, labels = test_images(data_dir)
     x = load_inputs(paths, size, config["mean"], config["std"])
     with torch.no_grad():
         logits = torch.cat([model(torch.from_numpy(x[i:i + 250])) for i in range(0, len(x), 250)]).numpy()
@@ -148,7 +163,7 @@ def _train(arch, out_dir):
     np.save(tmp / "logits.npy", logits.astype(np.float32))
     reference = {
         "arch": arch, "input_size": size, "mean": config["mean"], "std": config["std"],
-        "files": [str(p.relative_to(out_dir.parent / "data")) for p in paths],
+        "files": [str(p.relative_to(data_dir)) for p in paths],
         "labels": labels.tolist(), "predictions": pred.tolist(),
         "accuracy": float((pred == labels).mean()), "training": summary,
     }
@@ -170,21 +185,22 @@ def ensure(arch, log=None):
                     import shutil
                     shutil.rmtree(other, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
-        if not (root / "data").is_dir():
-            log(f"writing Fashion-MNIST image folders into {root / 'data'}")
-            _write_dataset(root / "data")
-        if not (root / arch).is_dir():
-            log(f"training {arch} on Fashion-MNIST (cached in {root})")
-            _train(arch, root / arch)
-    reference = json.loads((root / arch / "reference.json").read_text())
+        data, model = root / data_name(), root / model_name(arch)
+        if not data.is_dir():
+            log(f"writing Fashion-MNIST image folders into {data}")
+            _write_dataset(data)
+        if not model.is_dir():
+            log(f"training {arch} on Fashion-MNIST (cached in {model})")
+            _train(arch, model)
+    reference = json.loads((model / "reference.json").read_text())
     return {
         "arch": arch,
-        "checkpoint": root / arch / "model.pth",
-        "data_dir": root / "data",
+        "checkpoint": model / "model.pth",
+        "data_dir": data,
         "input_size": reference["input_size"],
         "class_names": CLASS_NAMES,
         "reference": reference,
-        "logits": np.load(root / arch / "logits.npy"),
+        "logits": np.load(model / "logits.npy"),
     }
 
 
