@@ -37,6 +37,7 @@ bench: build
 	$(PY) bench/tflite_export_speed.py --modex $(BUILD)/modex
 	$(PY) bench/runtime_speed.py --modex $(BUILD)/modex
 	$(PY) bench/batch_speed.py --modex $(BUILD)/modex
+	$(PY) bench/serve_load.py --modex $(BUILD)/modex
 
 clean:
 	rm -rf $(BUILD) build-fuzz

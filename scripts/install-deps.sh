@@ -19,6 +19,8 @@ packages=(
   # test oracles and data
   python3-torch python3-torchvision python3-onnx python3-numpy python3-pytest python3-pil
   libonnx-testdata dataset-fashion-mnist
+  # load test of modex serve (make bench, tests/oracle/test_serve.py)
+  wrk curl
 )
 
 SUDO=""

@@ -12,6 +12,7 @@
 #include "app/export_command.h"
 #include "app/inspect_command.h"
 #include "app/predict_command.h"
+#include "app/serve_command.h"
 #include "core/error.h"
 
 namespace modex::app {
@@ -61,6 +62,7 @@ int run_cli(int argc, char** argv) {
   add_compare_command(app, exit_code);
   add_batch_command(app, exit_code);
   add_bench_command(app);
+  add_serve_command(app, exit_code);
 
   InspectOptions in;
   auto* ins = app.add_subcommand("inspect", "Describe a checkpoint, ONNX or TFLite model");
