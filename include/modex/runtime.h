@@ -7,12 +7,18 @@
 // Inputs are given in the source model's layout: NCHW images for ONNX and checkpoints, NHWC for
 // TFLite. A new input shape (batch, height, width) is planned on first use and cached.
 // run() is thread-safe: one Model serves many concurrent callers.
+//
+// Int8 models (a quantized .tflite, or an int8 IR graph) run in the integer domain with TFLite's
+// reference semantics (XNNPACK's int8 kernels where they apply). Their int8/uint8 inputs and
+// outputs carry TensorInfo::quant; run() quantizes float inputs with it and dequantizes the
+// outputs, run_raw() returns the outputs' integers as computed.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,11 +40,18 @@ struct ModelOptions {
   Backend backend = Backend::kAuto;
 };
 
+// Affine quantization of an int8/uint8 model input or output: real = (q - zero_point) * scale.
+struct QuantInfo {
+  float scale = 1.0f;
+  int64_t zero_point = 0;
+};
+
 struct TensorInfo {
   std::string name;
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;           // -1 for a dynamic dim
   std::vector<std::string> dim_names;   // the dynamic dims' names ("batch"), "" otherwise
+  std::optional<QuantInfo> quant;       // set for quantized int8/uint8 inputs and outputs
 };
 
 class Model {
@@ -58,9 +71,15 @@ class Model {
   const std::map<std::string, std::string>& metadata() const;
   int threads() const;
 
-  // One tensor per model input, in order (float32; other float dtypes are converted). Returns one
-  // float32 tensor per model output. Thread-safe. Throws Error when shapes do not fit the model.
+  // One tensor per model input, in order (float32; other float dtypes are converted). A quantized
+  // (int8/uint8) input also takes float data, quantized with its params (round half away from
+  // zero, clamped), or a tensor of its own dtype as is. Returns one float32 tensor per model
+  // output (quantized outputs dequantized). Thread-safe. Throws Error when shapes or dtypes do
+  // not fit the model.
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
+  // As run(), but each output in its own dtype (int8 logits of an int8 model, unconverted): for
+  // bit-exact comparisons with other int8 runtimes.
+  std::vector<Tensor> run_raw(const std::vector<Tensor>& inputs) const;
 
   // The optimised NHWC graph the engine executes, for inspection and tests.
   const ir::Graph& graph() const;

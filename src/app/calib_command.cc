@@ -2,16 +2,15 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "app/quantize_calibration.h"
 #include "core/error.h"
 #include "io/dataset/dataset.h"
 #include "io/dataset/npy.h"
@@ -98,36 +97,6 @@ Json preprocess_json(const Preprocess& p) {
           {"dtype", p.output == Preprocess::Output::kUInt8 ? "uint8" : "float32"}};
 }
 
-// "[=====>    ] 45/100  12.3 img/s  ETA 4s" on one line of stderr, redrawn in place.
-class ProgressBar {
- public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled), start_(std::chrono::steady_clock::now()) {}
-  ~ProgressBar() { finish(); }
-  // Clears the line so the summary starts clean.
-  void finish() {
-    if (enabled_ && drawn_) std::cerr << "\r\033[K" << std::flush;
-    enabled_ = false;
-  }
-  void operator()(int64_t done, int64_t total) {
-    if (!enabled_ || total <= 0) return;
-    drawn_ = true;
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-    constexpr int kWidth = 30;
-    const int filled = static_cast<int>(kWidth * done / total);
-    std::string bar(static_cast<size_t>(filled), '=');
-    if (filled < kWidth) bar += '>';
-    bar.resize(kWidth, ' ');
-    std::string eta = rate > 0 && done < total ? fmt::format("  ETA {:.0f}s", static_cast<double>(total - done) / rate) : "";
-    std::cerr << fmt::format("\r[{}] {}/{}  {:.1f} img/s{}\033[K", bar, done, total, rate, eta) << std::flush;
-  }
-
- private:
-  bool enabled_;
-  bool drawn_ = false;
-  std::chrono::steady_clock::time_point start_;
-};
-
 }  // namespace
 
 void run_calib(const CalibOptions& o, std::ostream& out) {
@@ -140,18 +109,7 @@ void run_calib(const CalibOptions& o, std::ostream& out) {
   const dataset::DatasetType type = dataset::parse_dataset_type(lower(o.dataset_type));
   const Preprocess pre = make_preprocess(o);
 
-  dataset::DatasetInfo info;
-  if (o.calibration_dir) {
-    // A flat folder first; a folder with a recognisable layout is accepted too.
-    try {
-      info = dataset::discover(*o.calibration_dir, type == dataset::DatasetType::kAuto ? dataset::DatasetType::kFlat : type);
-    } catch (const Error&) {
-      if (type != dataset::DatasetType::kAuto) throw;
-      info = dataset::discover(*o.calibration_dir, dataset::DatasetType::kAuto);
-    }
-  } else {
-    info = dataset::discover(*o.data_dir, type);
-  }
+  const dataset::DatasetInfo info = discover_images(o.data_dir, o.calibration_dir, type);
 
   std::vector<dataset::Sample> drawn = dataset::sample(info, o.num_samples, o.seed);
   std::vector<dataset::Sample> to_load = drawn;
@@ -164,7 +122,7 @@ void run_calib(const CalibOptions& o, std::ostream& out) {
   lo.batch_size = o.batch_size;
   lo.threads = o.threads;
   lo.decode.max_pixels = o.max_pixels;
-  ProgressBar bar(o.progress && ::isatty(STDERR_FILENO));
+  ProgressBar bar(o.progress && ProgressBar::stderr_is_terminal());
   lo.progress = [&bar](int64_t done, int64_t total) { bar(done, total); };
   dataset::CalibrationSet set = dataset::load_batches(to_load, pre, lo);
   bar.finish();

@@ -48,6 +48,14 @@ int run_cli(int argc, char** argv) {
       ->capture_default_str();
   exp->add_option("--num-calib-samples", ex.num_calib_samples, "Calibration images for int8")->capture_default_str();
   exp->add_option("--calibration-dir", ex.calibration_dir, "A flat folder of calibration images");
+  exp->add_option("--calibration", ex.calibration, "int8 range calibration: minmax | percentile | entropy")
+      ->check(CLI::IsMember({"minmax", "percentile", "entropy"}))
+      ->capture_default_str();
+  exp->add_option("--io-type", ex.io_type, "int8 model input/output type: int8 | uint8 | float32")
+      ->check(CLI::IsMember({"int8", "uint8", "float32"}))
+      ->capture_default_str();
+  exp->add_option("--seed", ex.seed, "Calibration sampling seed (same seed, same images)")->capture_default_str();
+  exp->add_flag("!--no-progress", ex.progress, "No calibration progress bar");
   exp->add_option("--device", ex.device, "cpu")->check(CLI::IsMember({"cpu"}))->capture_default_str();
   exp->add_flag("--json", ex.json, "Print a JSON summary");
   exp->add_flag("-v,--verbose", ex.verbose, "Print stage timings");

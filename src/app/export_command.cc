@@ -18,6 +18,8 @@
 #include "models/metadata.h"
 #include "models/zoo.h"
 #include "passes/passes.h"
+#include "quant/quantize.h"
+#include "app/quantize_calibration.h"
 
 namespace modex::app {
 namespace fs = std::filesystem;
@@ -43,14 +45,23 @@ void validate(const ExportOptions& o) {
   for (const auto& q : o.quantize)
     if (q != "none" && q != "float16" && q != "int8" && q != "dynamic")
       throw Error("--quantize must be none, float16, int8 or dynamic, got '" + q + "'");
-  for (const char* q : {"int8", "dynamic"})
-    if (wants(o, q))
-      throw Error(fmt::format("--quantize {} is not available in this build of modex yet", q), ErrorKind::kUnsupported)
-          .hint("use --quantize none or float16");
-  if (o.format == "onnx" && (wants(o, "float16") || o.nchw_input))
-    throw Error(wants(o, "float16") ? "--quantize float16 applies to TFLite output; ONNX is written in float32"
-                                    : "--nchw-input applies to TFLite output")
-        .hint("use --format tflite or --format both");
+  for (const char* q : {"float16", "int8", "dynamic"})
+    if (o.format == "onnx" && wants(o, q))
+      throw Error(fmt::format("--quantize {} applies to TFLite output; ONNX is written in float32", q))
+          .hint("use --format tflite or --format both");
+  if (o.format == "onnx" && o.nchw_input)
+    throw Error("--nchw-input applies to TFLite output").hint("use --format tflite or --format both");
+  if (wants(o, "int8")) {
+    if (!o.dataset_dir && !o.calibration_dir)
+      throw Error("--quantize int8 needs representative images to calibrate on")
+          .hint("give --dataset-dir DIR (DIR/{val,test,train}/<class>/...) or --calibration-dir DIR (a flat folder)");
+    if (o.dataset_dir && o.calibration_dir) throw Error("give either --dataset-dir or --calibration-dir, not both");
+    if (o.num_calib_samples < 1 || o.num_calib_samples > 100000)
+      throw Error(fmt::format("--num-calib-samples must be between 1 and 100000, got {}", o.num_calib_samples));
+    quant::parse_calibration_method(o.calibration);
+    quant::parse_io_type(o.io_type);
+    dataset::parse_dataset_type(o.dataset_type);
+  }
   if (o.opset < onnx_io::kMinOpset || o.opset > onnx_io::kMaxOpset)
     throw Error(fmt::format("--opset must be between {} and {}, got {}", onnx_io::kMinOpset, onnx_io::kMaxOpset, o.opset));
   if (o.input_size && (*o.input_size < 1 || *o.input_size > 8192))
@@ -221,6 +232,75 @@ ir::Graph tflite_graph(const ir::Graph& optimized, const Source& s, const Export
   return t;
 }
 
+// The full-integer graph: the float TFLite graph prepared, calibrated on the representative
+// images in modex's engine, and quantized. Runs before any output is opened, so bad calibration
+// data leaves nothing behind.
+struct Int8Model {
+  ir::Graph graph;
+  Json quantization;  // embedded in the model's metadata and the sidecar
+  std::string summary;
+  double seconds = 0;
+};
+
+Json quant_json(const ir::Value& v) {
+  Json j = {{"name", v.name}, {"dtype", std::string(dtype_name(v.dtype))}};
+  if (v.quant) {
+    j["scale"] = v.quant->scale[0];
+    j["zero_point"] = v.quant->zero_point[0];
+  }
+  return j;
+}
+
+Int8Model build_int8(const ir::Graph& float_nhwc, const Json& preprocessing, const ExportOptions& o) {
+  auto t0 = Clock::now();
+  const auto method = quant::parse_calibration_method(o.calibration);
+  const auto io = quant::parse_io_type(o.io_type);
+  quant::PreparedGraph prepared = quant::prepare_for_int8(float_nhwc);
+  const image::Preprocess pre = image::Preprocess::from_metadata(nlohmann::json::parse(preprocessing.dump()));
+  // --dataset-type defaults to classification (the Python scripts' default), which describes
+  // --dataset-dir; a --calibration-dir is a flat folder first, whatever layout it may also have.
+  dataset::DatasetType type = dataset::parse_dataset_type(o.dataset_type);
+  if (o.calibration_dir && type == dataset::DatasetType::kClassification) type = dataset::DatasetType::kAuto;
+  const dataset::DatasetInfo info = discover_images(o.dataset_dir, o.calibration_dir, type);
+  const int64_t batch = calibration_batch_size(prepared);
+  CalibrationData data;
+  CalibrationResult cal;
+  {
+    ProgressBar bar(o.progress && !o.json && ProgressBar::stderr_is_terminal());
+    // Decoding and calibration each take one half of the bar.
+    const int64_t n = o.num_calib_samples;
+    data = load_calibration_images(info, n, o.seed, pre, batch, [&](int64_t done, int64_t) { bar(done, 2 * n); });
+    quant::ObserverOptions obs;
+    obs.method = method;
+    cal = calibrate(prepared, data.set.batches, obs, [&](int64_t done, int64_t) { bar(n + done, 2 * n); });
+  }
+  Int8Model m;
+  m.graph = quant::quantize_int8(prepared.graph, cal.ranges, {.io_type = io});
+  const ir::Value& in = m.graph.value(m.graph.inputs()[0]);
+  const ir::Value& out = m.graph.value(m.graph.outputs()[0]);
+  Json skipped = Json::array();
+  for (const auto& f : data.set.skipped) skipped.push_back({{"file", f.path.string()}, {"reason", f.reason}});
+  m.quantization = {
+      {"scheme", "full_integer"},
+      {"io_type", std::string(quant::io_type_name(io))},
+      {"input", quant_json(in)},
+      {"output", quant_json(out)},
+      {"weights", "int8 symmetric, per-channel (conv) / per-tensor (fully connected); int32 bias"},
+      {"calibration",
+       {{"method", std::string(quant::calibration_method_name(method))},
+        {"samples", data.set.count()},
+        {"dataset", info.root.string()},
+        {"dataset_type", std::string(dataset::dataset_type_name(info.type))},
+        {"split", info.split.empty() ? Json(nullptr) : Json(info.split)},
+        {"seed", o.seed},
+        {"skipped", skipped.size()},
+        {"skipped_files", skipped}}}};
+  m.seconds = seconds_since(t0);
+  m.summary = fmt::format("calibrated   {} images from {} ({}, {} unreadable skipped) in {:.2f} s", data.set.count(),
+                          info.image_root.string(), quant::calibration_method_name(method), data.set.skipped.size(), m.seconds);
+  return m;
+}
+
 }  // namespace
 
 void run_export(const ExportOptions& o) {
@@ -257,6 +337,16 @@ void run_export(const ExportOptions& o) {
   }
   double t_passes = seconds_since(t0);
 
+  // The TFLite graph, and the int8 one calibrated from it, before anything is written.
+  std::optional<ir::Graph> tflite;
+  Json tflite_meta = s.meta;
+  tflite_meta["preprocessing"]["layout"] = o.nchw_input ? "NCHW" : "NHWC";
+  std::optional<Int8Model> int8;
+  if (writes_tflite(o)) {
+    tflite = tflite_graph(g, s, o);
+    if (wants(o, "int8")) int8 = build_int8(*tflite, tflite_meta["preprocessing"], o);
+  }
+
   std::string stem = o.name ? *o.name : source_path.stem().string();
   if (stem.empty()) throw Error("empty output name");
   std::error_code ec;
@@ -286,9 +376,8 @@ void run_export(const ExportOptions& o) {
   Json batch_dim = o.static_shapes ? Json(1) : Json("batch");
 
   if (writes_tflite(o)) {
-    ir::Graph t = tflite_graph(g, s, o);
-    Json meta = s.meta;
-    meta["preprocessing"]["layout"] = o.nchw_input ? "NCHW" : "NHWC";
+    const ir::Graph& t = *tflite;
+    const Json& meta = tflite_meta;
     Json in_shape = Json::array();
     if (gin.shape.size() != 4) {
       in_shape.push_back(batch_dim);
@@ -297,21 +386,52 @@ void run_export(const ExportOptions& o) {
       in_shape = o.nchw_input ? Json{batch_dim, channels, s.input_height, s.input_width}
                               : Json{batch_dim, s.input_height, s.input_width, channels};
     }
-    for (const char* q : {"none", "float16"}) {
-      if (!wants(o, q)) continue;
-      bool half = std::string(q) == "float16";
+    // (--quantize value, precision, file suffix, weight format)
+    struct Variant {
+      const char* quantize;
+      const char* precision;
+      const char* suffix;
+      tflite_io::WeightFormat weights;
+    };
+    static constexpr Variant kVariants[] = {
+        {"none", "float32", "", tflite_io::WeightFormat::kFloat32},
+        {"float16", "float16", "_float16", tflite_io::WeightFormat::kFloat16},
+        {"dynamic", "dynamic", "_dynamic", tflite_io::WeightFormat::kInt8Dynamic},
+        {"int8", "int8", "_int8", tflite_io::WeightFormat::kFloat32},
+    };
+    for (const Variant& v : kVariants) {
+      if (!wants(o, v.quantize)) continue;
+      const bool full_int8 = std::string(v.quantize) == "int8";
       tflite_io::TfliteWriteOptions to;
-      to.weights = half ? tflite_io::WeightFormat::kFloat16 : tflite_io::WeightFormat::kFloat32;
+      to.weights = v.weights;
       Json m = meta;
-      m["precision"] = half ? "float16" : "float32";
+      m["precision"] = v.precision;
+      Json quantization;
+      if (full_int8) {
+        quantization = int8->quantization;
+      } else if (v.weights == tflite_io::WeightFormat::kInt8Dynamic) {
+        quantization = {{"scheme", "dynamic_range"},
+                        {"weights", "int8 symmetric per-channel, dequantized to float32 in the model"},
+                        {"activations", "float32"}};
+      }
+      if (!quantization.is_null()) m["quantization"] = quantization;
       to.metadata_json = m.dump();
-      Pending& p = open("tflite", half ? "float16" : "float32", stem + (half ? "_float16" : "") + ".tflite");
-      p.file.bytes = tflite_io::write_tflite_to(t, *p.out, to);
+      Pending& p = open("tflite", v.precision, stem + v.suffix + ".tflite");
+      p.file.bytes = tflite_io::write_tflite_to(full_int8 ? int8->graph : t, *p.out, to);
+      Json input = {{"name", "image"}, {"shape", in_shape}, {"layout", o.nchw_input ? "NCHW" : "NHWC"}};
+      Json output = {{"name", "logits"}, {"shape", {batch_dim, s.num_classes}}};
+      if (full_int8) {
+        for (auto [j, q] : {std::pair{&input, &quantization["input"]}, std::pair{&output, &quantization["output"]}}) {
+          (*j)["dtype"] = (*q)["dtype"];
+          if (q->contains("scale")) (*j)["quantization"] = {{"scale", (*q)["scale"]}, {"zero_point", (*q)["zero_point"]}};
+        }
+      }
       p.sidecar_entry = {{"format", "tflite"},
                          {"precision", p.file.precision},
                          {"file", p.file.path.filename().string()},
-                         {"input", {{"name", "image"}, {"shape", in_shape}, {"layout", o.nchw_input ? "NCHW" : "NHWC"}}},
-                         {"output", {{"name", "logits"}, {"shape", {batch_dim, s.num_classes}}}}};
+                         {"input", input},
+                         {"output", output}};
+      if (!quantization.is_null()) p.sidecar_entry["quantization"] = quantization;
     }
   }
   if (writes_onnx(o)) {
@@ -359,14 +479,17 @@ void run_export(const ExportOptions& o) {
     for (const auto& p : pending)
       outs.push_back({{"format", p.file.format}, {"precision", p.file.precision}, {"path", p.file.path.string()}, {"bytes", p.file.bytes}});
     r["outputs"] = outs;
+    if (int8) r["quantization"] = int8->quantization;
     r["sidecar"] = sidecar_path.string();
     r["seconds"] = t_total;
     r["timings"] = {{"load", s.t_load}, {"build", s.t_build - s.t_load}, {"passes", t_passes - s.t_build}, {"write", t_total - t_passes}};
+    if (int8) r["timings"]["calibration"] = int8->seconds;
     std::cout << r.dump(2) << "\n";
     return;
   }
   std::cout << s.summary
             << fmt::format(", input {}x{}\n", s.input_height, s.input_width);
+  if (int8) std::cout << int8->summary << "\n";
   for (const auto& p : pending) {
     std::string what = p.file.format == "onnx" ? fmt::format("onnx opset {}", o.opset)
                                                : fmt::format("tflite {}, {} input", p.file.precision, o.nchw_input ? "NCHW" : "NHWC");

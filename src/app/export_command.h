@@ -23,17 +23,26 @@ struct ExportOptions {
   bool nchw_input = false;           // TFLite: keep the [N,3,H,W] input
   bool json = false;
   bool verbose = false;
-  // Calibration (int8): accepted for compatibility with the Python export scripts.
+  // Calibration (int8): representative images, a dataset folder or a flat one, of which
+  // num_calib_samples are drawn (seeded, class-stratified) and run through the float model.
   std::optional<std::filesystem::path> dataset_dir;
   std::string dataset_type = "classification";
   int64_t num_calib_samples = 100;
   std::optional<std::filesystem::path> calibration_dir;
+  uint64_t seed = 0;
+  // minmax | percentile | entropy. Percentile (99.99% of |x|) is the default: on the trained
+  // Fashion-MNIST fixtures (100 val images; 1,000 test images run in LiteRT) it lost -0.2 / 0.5 /
+  // 0.4 accuracy points (resnet18 / mobilenet_v2 / efficientnet_b0), minmax -0.1 / 0.3 / 3.3 and
+  // entropy 5.6 / 47.8 / 4.4.
+  std::string calibration = "percentile";
+  std::string io_type = "int8";        // int8 TFLite model input/output: int8 | uint8 | float32
+  bool progress = true;                // calibration progress bar (only when stderr is a terminal)
   std::string device = "cpu";
 };
 
 struct ExportedFile {
   std::string format;     // onnx | tflite
-  std::string precision;  // float32 | float16
+  std::string precision;  // float32 | float16 | int8 | dynamic
   std::filesystem::path path;
   size_t bytes = 0;
 };

@@ -125,7 +125,16 @@ class NhwcRewriter {
   }
 
   ValueId add(const ir::Node& n, OpKind op, ir::OpAttrs attrs, std::vector<ValueId> inputs) {
-    return out_.add_node1(op, std::move(attrs), std::move(inputs), src_.value(n.outputs[0]).name);
+    ValueId id = out_.add_node1(op, std::move(attrs), std::move(inputs), src_.value(n.outputs[0]).name);
+    out_.value(id).quant = src_.value(n.outputs[0]).quant;  // a Quantize output keeps its params
+    return id;
+  }
+
+  // QDQ models: a per-tensor Quantize/Dequantize is element-wise, so it follows the layout.
+  bool per_tensor_qdq(const ir::Node& n) const {
+    if (n.op != OpKind::kQuantize && n.op != OpKind::kDequantize) return false;
+    const ir::Value& q = src_.value(n.op == OpKind::kQuantize ? n.outputs[0] : n.inputs[0]);
+    return q.quant && !q.quant->per_channel();
   }
 
   void rewrite(const ir::Node& n) {
@@ -247,7 +256,7 @@ class NhwcRewriter {
         break;
       }
       default:
-        if (ir::is_elementwise_unary(n.op) && any_nhwc) {
+        if ((ir::is_elementwise_unary(n.op) || per_tensor_qdq(n)) && any_nhwc) {
           set(n, add(n, n.op, n.attrs, {get(n.inputs[0]).id}), true);
           return;
         }

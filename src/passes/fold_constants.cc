@@ -55,6 +55,31 @@ Tensor concat(const std::vector<const Tensor*>& xs, int64_t axis, const Dims& ou
   return out;
 }
 
+// real = (q - zero_point) * scale, per tensor or per slice along the params' axis: the constant
+// int8 weights and int32 biases of a QDQ model become the float constants the engine packs.
+std::optional<Tensor> dequantize(const ir::Value& x, const Dims& out_shape) {
+  if (!x.quant || x.quant->scale.empty() || x.quant->scale.size() != x.quant->zero_point.size()) return std::nullopt;
+  const ir::QuantParams& q = *x.quant;
+  const Tensor& t = x.constant;
+  if (t.dtype() != DType::kInt8 && t.dtype() != DType::kUInt8 && t.dtype() != DType::kInt32) return std::nullopt;
+  int64_t channels = static_cast<int64_t>(q.scale.size()), inner = t.numel();
+  if (q.per_channel()) {
+    if (q.axis < 0 || q.axis >= t.rank() || t.dim(q.axis) != channels) return std::nullopt;
+    inner = 1;
+    for (int64_t d = q.axis + 1; d < t.rank(); ++d) inner *= t.dim(d);
+  }
+  Tensor out = Tensor::zeros(DType::kFloat32, out_shape);
+  float* y = out.data_mutable<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    size_t c = q.per_channel() ? static_cast<size_t>((i / inner) % channels) : 0;
+    int64_t v = t.dtype() == DType::kInt8    ? t.data<int8_t>()[i]
+                : t.dtype() == DType::kUInt8 ? t.data<uint8_t>()[i]
+                                             : t.data<int32_t>()[i];
+    y[i] = static_cast<float>(v - q.zero_point[c]) * q.scale[c];  // in float, as ONNX Runtime does
+  }
+  return out;
+}
+
 // Evaluates n when every input is constant and the op has an evaluator; nullopt otherwise.
 std::optional<Tensor> evaluate(const ir::Graph& g, const ir::Node& n) {
   std::vector<const Tensor*> in;
@@ -75,6 +100,7 @@ std::optional<Tensor> evaluate(const ir::Graph& g, const ir::Node& n) {
     case ir::OpKind::kUnsqueeze: return in[0]->reshaped(*out_dims);
     case ir::OpKind::kTranspose: return transposed(*in[0], n.attr<ir::TransposeAttrs>().perm);
     case ir::OpKind::kConcat: return concat(in, n.attr<ir::AxisAttrs>().axis, *out_dims);
+    case ir::OpKind::kDequantize: return dequantize(g.value(n.inputs[0]), *out_dims);
     case ir::OpKind::kRelu:
       if (!floaty) return std::nullopt;
       return map_unary(*in[0], [](float x) { return std::max(x, 0.0f); });

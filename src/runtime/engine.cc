@@ -1,4 +1,4 @@
-// modex::Model: prepares a graph once (optimise, NHWC, float32 constants), plans each concrete
+// modex::Model: prepares a graph once (optimise, NHWC, float32 constants; int8 graphs as given), plans each concrete
 // input shape once (shapes, arena offsets), and runs it on executors that own the kernels.
 //
 // Why executors and plans are separate: XNNPACK operators pack their weights when created and
@@ -26,6 +26,7 @@
 #include "modex/runtime.h"
 #include "passes/passes.h"
 #include "runtime/kernels/kernel.h"
+#include "runtime/kernels/reference_int8.h"
 
 namespace modex {
 
@@ -52,16 +53,23 @@ enum class Home : uint8_t { kUnused, kConstant, kArena, kAlias };
 
 struct ShapePlan {
   std::vector<Dims> dims;         // per value
+  std::vector<DType> dtype;       // per value
   std::vector<Home> home;         // per value
   std::vector<size_t> offset;     // kArena: byte offset in the arena
   std::vector<ir::ValueId> root;  // kAlias: the arena value whose storage it shares
   size_t arena_bytes = 0;
 };
 
+bool quantized_int(const ir::Value& v) {
+  return (v.dtype == DType::kInt8 || v.dtype == DType::kUInt8) && v.quant && !v.quant->scale.empty();
+}
+
 TensorInfo info_of(const ir::Value& v) {
   TensorInfo t;
   t.name = v.name;
   t.dtype = v.dtype;
+  if (quantized_int(v))
+    t.quant = QuantInfo{v.quant->scale[0], v.quant->zero_point.empty() ? 0 : v.quant->zero_point[0]};
   for (const ir::Dim& d : v.shape) {
     t.shape.push_back(d.is_static() ? d.value : -1);
     t.dim_names.push_back(d.is_static() ? "" : d.symbol);
@@ -115,7 +123,7 @@ struct Executor {
 };
 
 struct Model::Impl {
-  ir::Graph graph;                // optimised, NHWC, float32 constants
+  ir::Graph graph;                // optimised, NHWC; float32 constants except quantized ones
   std::vector<bool> nchw_input;   // per input: callers give NCHW, the graph takes NHWC
   std::vector<TensorInfo> inputs, outputs;
   ModelOptions options;
@@ -171,8 +179,10 @@ struct Model::Impl {
     p->home.assign(nv, Home::kUnused);
     p->offset.assign(nv, 0);
     p->root.assign(nv, ir::kNoValue);
+    p->dtype.assign(nv, DType::kFloat32);
     for (size_t v = 0; v < nv; ++v) {
       const ir::Value& val = g.values()[v];
+      p->dtype[v] = val.dtype;
       if (val.is_constant()) {
         p->home[v] = Home::kConstant;
         p->dims[v] = val.constant.shape();
@@ -218,7 +228,7 @@ struct Model::Impl {
     std::vector<Block> blocks;
     for (size_t v = 0; v < nv; ++v)
       if (p->home[v] == Home::kArena) {
-        size_t bytes = static_cast<size_t>(checked_numel(p->dims[v])) * sizeof(float);
+        size_t bytes = static_cast<size_t>(checked_numel(p->dims[v])) * dtype_size(p->dtype[v]);
         blocks.push_back({static_cast<ir::ValueId>(v), std::max<size_t>(bytes, 1), first[v], last[v]});
       }
     p->arena_bytes = place_blocks(blocks);
@@ -241,7 +251,7 @@ struct Model::Impl {
         case Home::kConstant:
           e.vals[v] = graph.values()[v].is_constant() ? graph.values()[v].constant : Tensor();
           break;
-        case Home::kArena: e.vals[v] = Tensor::view(e.arena, plan.offset[v], DType::kFloat32, plan.dims[v]); break;
+        case Home::kArena: e.vals[v] = Tensor::view(e.arena, plan.offset[v], plan.dtype[v], plan.dims[v]); break;
         case Home::kAlias: break;
       }
     }
@@ -263,21 +273,24 @@ struct Model::Impl {
     e.bound = &plan;
   }
 
-  std::vector<Tensor> run(const std::vector<Tensor>& in) const {
+  std::vector<Tensor> run(const std::vector<Tensor>& in, bool raw) const {
     if (in.size() != inputs.size())
       throw Error("expected " + std::to_string(inputs.size()) + " inputs, got " + std::to_string(in.size()));
     std::vector<Dims> key;
     for (size_t i = 0; i < in.size(); ++i) {
       const TensorInfo& info = inputs[i];
       const Dims& s = in[i].shape();
-      bool ok = in[i].defined() && s.size() == info.shape.size() && is_float(in[i].dtype());
+      // Float data for float inputs; float data (quantized here) or the exact integer dtype for
+      // quantized ones.
+      bool ok = in[i].defined() && s.size() == info.shape.size() &&
+                (is_float(in[i].dtype()) || (info.quant && in[i].dtype() == info.dtype));
       for (size_t d = 0; ok && d < s.size(); ++d) ok = s[d] > 0 && (info.shape[d] < 0 || info.shape[d] == s[d]);
       if (!ok) {
         std::string want;
         for (size_t d = 0; d < info.shape.size(); ++d)
           want += (d ? ", " : "") + (info.shape[d] >= 0 ? std::to_string(info.shape[d]) : info.dim_names[d].empty() ? "?" : info.dim_names[d]);
         throw Error("input " + (in[i].defined() ? std::string(dtype_name(in[i].dtype())) + " " + dims_to_string(s) : "undefined") +
-                    " does not match [" + want + "] float")
+                    " does not match [" + want + "] " + (info.quant ? "float or " + std::string(dtype_name(info.dtype)) : "float"))
             .tensor(info.name);
       }
       key.push_back(nchw_input[i] ? Dims{s[0], s[2], s[3], s[1]} : s);
@@ -307,7 +320,8 @@ struct Model::Impl {
     } checkin{this, e};
 
     bind(*e, *plan);
-    for (size_t i = 0; i < in.size(); ++i) copy_input(in[i], nchw_input[i], e->vals[static_cast<size_t>(graph.inputs()[i])]);
+    for (size_t i = 0; i < in.size(); ++i)
+      copy_input(in[i], inputs[i], nchw_input[i], e->vals[static_cast<size_t>(graph.inputs()[i])]);
     RunContext ctx = context();
     using Clock = std::chrono::steady_clock;
     for (size_t i = 0; i < e->kernels.size(); ++i) {
@@ -321,7 +335,16 @@ struct Model::Impl {
       }
     }
     std::vector<Tensor> outs;
-    for (ir::ValueId o : graph.outputs()) outs.push_back(e->vals[static_cast<size_t>(o)].clone());
+    for (size_t k = 0; k < graph.outputs().size(); ++k) {
+      const Tensor& y = e->vals[static_cast<size_t>(graph.outputs()[k])];
+      if (raw || !outputs[k].quant) {
+        outs.push_back(y.clone());
+      } else {
+        Tensor f = Tensor::empty(DType::kFloat32, y.shape());
+        runtime::q8::dequantize(y, {outputs[k].quant->scale, static_cast<int32_t>(outputs[k].quant->zero_point)}, f);
+        outs.push_back(std::move(f));
+      }
+    }
     {
       std::lock_guard<std::mutex> lock(mutex);
       last_kernel_names.clear();
@@ -338,7 +361,15 @@ struct Model::Impl {
     return outs;
   }
 
-  static void copy_input(const Tensor& src_any, bool nchw, Tensor& dst) {
+  static void copy_input(const Tensor& src_any, const TensorInfo& info, bool nchw, Tensor& dst) {
+    if (info.quant) {
+      if (src_any.dtype() == info.dtype) {
+        std::memcpy(dst.raw_mutable(), src_any.raw(), dst.nbytes());
+      } else {
+        runtime::q8::quantize(src_any.to(DType::kFloat32), {info.quant->scale, static_cast<int32_t>(info.quant->zero_point)}, dst);
+      }
+      return;
+    }
     Tensor src = src_any.to(DType::kFloat32);
     if (!nchw) {
       std::memcpy(dst.raw_mutable(), src.raw(), dst.nbytes());
@@ -422,10 +453,28 @@ std::shared_ptr<Model> Model::from_graph(const ir::Graph& source, const ModelOpt
   impl->options = options;
   ir::Graph g = source;
   for (ir::ValueId in : g.inputs()) impl->inputs.push_back(info_of(g.value(in)));
-  fuse_sigmoid_multiply(g);
-  passes::optimize(g, {.fuse_activations = true});
+  // An int8 graph is executed as given: it is already NHWC, and its every tensor has calibrated
+  // params that a float rewrite (fusing, folding) would not keep consistent. A graph is int8 when
+  // an input or output is quantized or an op other than Quantize/Dequantize reads a quantized
+  // value; a QDQ graph (float ops between Quantize -> Dequantize pairs, ONNX Runtime's int8 form)
+  // is a float graph: its constant Dequantizes fold into float weights and its activation pairs
+  // run as element-wise kernels.
+  auto is_quant = [&](ir::ValueId v) { return v != ir::kNoValue && g.value(v).quant.has_value(); };
+  const bool quantized =
+      std::any_of(g.inputs().begin(), g.inputs().end(), is_quant) ||
+      std::any_of(g.outputs().begin(), g.outputs().end(), is_quant) ||
+      std::any_of(g.nodes().begin(), g.nodes().end(), [&](const ir::Node& n) {
+        if (n.dead || n.op == ir::OpKind::kQuantize || n.op == ir::OpKind::kDequantize) return false;
+        return std::any_of(n.inputs.begin(), n.inputs.end(), is_quant);
+      });
+  if (!quantized) {
+    fuse_sigmoid_multiply(g);
+    passes::optimize(g, {.fuse_activations = true});
+  } else {
+    g.compact();
+  }
   std::vector<bool> nchw(g.inputs().size(), false);
-  if (!has_nhwc_ops(g)) {
+  if (!quantized && !has_nhwc_ops(g)) {
     // The graph's 4-D inputs become NHWC; the engine transposes callers' NCHW images on the way
     // in (cheaper than a Transpose node, and the copy into the arena is needed anyway).
     for (size_t i = 0; i < g.inputs().size(); ++i) nchw[i] = g.value(g.inputs()[i]).shape.size() == 4;
@@ -433,14 +482,17 @@ std::shared_ptr<Model> Model::from_graph(const ir::Graph& source, const ModelOpt
   }
   for (size_t v = 0; v < g.values().size(); ++v) {
     ir::Value& val = g.value(static_cast<ir::ValueId>(v));
-    if (val.is_constant() && val.constant.dtype() != DType::kFloat32) {
+    // Quantized constants (int8 weights, int32 biases) stay integers; the rest become float32.
+    if (val.is_constant() && val.constant.dtype() != DType::kFloat32 && !val.quant) {
       val.constant = val.constant.to(DType::kFloat32);
       val.dtype = DType::kFloat32;
     }
   }
   for (ir::ValueId in : g.inputs())
-    if (!is_float(g.value(in).dtype))
-      throw Error("only float inputs are supported", ErrorKind::kUnsupported).tensor(g.value(in).name);
+    if (!is_float(g.value(in).dtype) && !quantized_int(g.value(in)))
+      throw Error("inputs must be float or quantized int8/uint8, is " + std::string(dtype_name(g.value(in).dtype)),
+                  ErrorKind::kUnsupported)
+          .tensor(g.value(in).name);
   impl->nchw_input = nchw;
   for (ir::ValueId o : g.outputs()) impl->outputs.push_back(info_of(g.value(o)));
   impl->graph = std::move(g);
@@ -485,7 +537,8 @@ const std::vector<TensorInfo>& Model::outputs() const { return impl_->outputs; }
 const std::map<std::string, std::string>& Model::metadata() const { return impl_->graph.metadata; }
 int Model::threads() const { return impl_->threads; }
 const ir::Graph& Model::graph() const { return impl_->graph; }
-std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const { return impl_->run(inputs); }
+std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const { return impl_->run(inputs, false); }
+std::vector<Tensor> Model::run_raw(const std::vector<Tensor>& inputs) const { return impl_->run(inputs, true); }
 
 std::vector<std::string> Model::kernel_names() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

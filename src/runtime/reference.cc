@@ -1,5 +1,6 @@
 #include "runtime/reference.h"
 
+#include "runtime/kernels/reference_int8.h"
 #include "runtime/kernels/reference_kernels.h"
 
 namespace modex::runtime {
@@ -25,8 +26,15 @@ std::vector<Tensor> run_reference(const ir::Graph& graph, const std::vector<Tens
 
   std::vector<Tensor> vals(g.values().size());
   for (size_t i = 0; i < g.values().size(); ++i)
-    if (g.values()[i].is_constant()) vals[i] = g.values()[i].constant.to(DType::kFloat32);
-  for (size_t i = 0; i < inputs.size(); ++i) vals[static_cast<size_t>(g.inputs()[i])] = inputs[i].to(DType::kFloat32);
+    if (g.values()[i].is_constant())
+      vals[i] = g.values()[i].quant ? g.values()[i].constant : g.values()[i].constant.to(DType::kFloat32);
+  // Quantized (int8/uint8) inputs are taken as they are; the rest as float32.
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ir::Value& v = g.value(g.inputs()[i]);
+    vals[static_cast<size_t>(g.inputs()[i])] = v.quant ? inputs[i] : inputs[i].to(DType::kFloat32);
+    if (v.quant && inputs[i].dtype() != v.dtype)
+      throw Error("input is " + std::string(dtype_name(inputs[i].dtype())) + ", expected " + std::string(dtype_name(v.dtype))).tensor(v.name);
+  }
 
   std::vector<Tensor> in;
   for (const ir::Node& n : g.nodes()) {
@@ -42,8 +50,13 @@ std::vector<Tensor> run_reference(const ir::Graph& graph, const std::vector<Tens
       case ir::OpKind::kUnsqueeze:
       case ir::OpKind::kIdentity: y = in[0].reshaped(os); break;  // views share the input's storage
       default:
-        y = Tensor::zeros(DType::kFloat32, os);
-        ref::run_node(n, in, y);
+        if (q8::is_quantized_node(g, n)) {
+          y = Tensor::zeros(g.value(n.outputs[0]).dtype, os);
+          q8::run(q8::prepare(g, n), in, y);
+        } else {
+          y = Tensor::zeros(DType::kFloat32, os);
+          ref::run_node(n, in, y);
+        }
         break;
     }
     vals[static_cast<size_t>(n.outputs[0])] = std::move(y);

@@ -9,7 +9,8 @@
 
 namespace modex::runtime {
 
-// Runs the graph on concrete inputs (one per graph input, in order). Named dynamic dims are bound
+// Runs the graph on concrete inputs (one per graph input, in order). Quantized nodes run the int8
+// reference kernels (kernels/reference_int8.h); quantized inputs and outputs are integers. Named dynamic dims are bound
 // from the inputs' shapes. Returns one tensor per graph output.
 std::vector<Tensor> run_reference(const ir::Graph& g, const std::vector<Tensor>& inputs);
 

@@ -3,9 +3,11 @@
 // constants bit-exact; lowered forms come back as their documented equivalents.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
 #include <sstream>
 
+#include "../runtime/int8_test_graphs.h"
 #include "core/half.h"
 #include "tflite_test_graphs.h"
 #include "tflite_test_util.h"
@@ -277,6 +279,39 @@ TEST(TfliteRoundTrip, MetadataReachesTheGraph) {
   EXPECT_EQ(m.graph.metadata.at("num_classes"), "10");
   EXPECT_EQ(m.graph.metadata.at("class_names"), R"(["a","b"])");
   EXPECT_EQ(m.summary.modex_metadata, options.metadata_json);
+}
+
+// Int8 graphs: every node, value dtype, quantization parameter and integer constant comes back.
+TEST(TfliteRoundTrip, Int8GraphsComeBackWithTheirParams) {
+  for (const test::Int8Case& c : test::int8_cases()) {
+    SCOPED_TRACE(c.name);
+    ir::Graph back = round_trip(c.graph).graph;
+    ASSERT_EQ(back.nodes().size(), c.graph.nodes().size()) << ir::dump(back);
+    for (size_t i = 0; i < back.nodes().size(); ++i) {
+      const ir::Node& a = c.graph.nodes()[i];
+      const ir::Node& b = back.nodes()[i];
+      SCOPED_TRACE(a.name);
+      EXPECT_EQ(b.op, a.op);
+      // A Reshape's target comes back resolved (-1 as its size); the output shape is compared.
+      if (a.op != OpKind::kReshape) {
+        EXPECT_EQ(b.attrs, a.attrs);
+      }
+      ASSERT_EQ(b.inputs.size(), a.inputs.size());
+      for (size_t k = 0; k <= a.inputs.size(); ++k) {
+        const ir::Value& va = c.graph.value(k < a.inputs.size() ? a.inputs[k] : a.outputs[0]);
+        const ir::Value& vb = back.value(k < b.inputs.size() ? b.inputs[k] : b.outputs[0]);
+        EXPECT_EQ(vb.dtype, va.dtype) << va.name;
+        EXPECT_EQ(vb.quant, va.quant) << va.name;
+        EXPECT_EQ(vb.shape, va.shape) << va.name;
+        if (va.is_constant()) {
+          ASSERT_TRUE(vb.is_constant()) << va.name;
+          ASSERT_EQ(vb.constant.nbytes(), va.constant.nbytes());
+          EXPECT_EQ(std::memcmp(vb.constant.raw(), va.constant.raw(), va.constant.nbytes()), 0)
+              << va.name;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -9,13 +9,16 @@
 // Python test can compute the reference with numpy, independently of modex.
 //
 // Also three hand-made models that exercise the LiteRT harness beyond what the writer emits
-// today: int8 tensors in and out (QUANTIZE / DEQUANTIZE) and a custom op LiteRT cannot prepare.
+// today: int8 tensors in and out (QUANTIZE / DEQUANTIZE) and a custom op LiteRT cannot prepare;
+// and the int8 graphs of tests/runtime/int8_test_graphs.h as OUT_DIR/int8_<case>.tflite
+// (manifest "int8": model, node count, input and output dtype, dims and params).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <variant>
 
+#include "../runtime/int8_test_graphs.h"
 #include "core/error.h"
 #include "io/tflite/tflite_ops.h"
 #include "io/tflite/tflite_schema.h"
@@ -245,6 +248,29 @@ json write_harness_models(const fs::path& out_dir) {
   return models;
 }
 
+// The int8 graphs of tests/runtime/int8_test_graphs.h as OUT_DIR/int8_<case>.tflite, for the
+// runtime's LiteRT parity test (tests/oracle/test_runtime_int8.py).
+json write_int8_models(const fs::path& out_dir) {
+  json models = json::array();
+  auto io = [](const ir::Value& v) {
+    json j{{"name", v.name}, {"dtype", dtype_name(v.dtype)}};
+    if (auto d = ir::to_dims(v.shape)) j["dims"] = *d;
+    if (v.quant) j["scale"] = v.quant->scale[0], j["zero_point"] = v.quant->zero_point[0];
+    return j;
+  };
+  for (const test::Int8Case& c : test::int8_cases()) {
+    if (!c.litert) continue;
+    std::string file = "int8_" + c.name + ".tflite";
+    tflite_io::write_tflite(c.graph, out_dir / file, {});
+    models.push_back({{"name", c.name},
+                      {"model", file},
+                      {"nodes", c.graph.nodes().size()},
+                      {"input", io(c.graph.value(c.graph.inputs()[0]))},
+                      {"output", io(c.graph.value(c.graph.outputs()[0]))}});
+  }
+  return models;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -274,8 +300,9 @@ int main(int argc, char** argv) {
       cases.push_back(d);
     }
     json harness = write_harness_models(out_dir);
+    json int8 = write_int8_models(out_dir);
     std::ofstream(out_dir / "manifest.json")
-        << json{{"cases", cases}, {"harness", harness}}.dump(1) << "\n";
+        << json{{"cases", cases}, {"harness", harness}, {"int8", int8}}.dump(1) << "\n";
     std::printf("%zu cases written to %s\n", cases.size(), out_dir.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tflite_testgen: %s\n", e.what());

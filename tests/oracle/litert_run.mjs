@@ -14,11 +14,21 @@
 //              "threads": 1}]}                     // optional
 //   A single input may be given as "input"/"dims"/"dtype" and a single output as "output".
 //   dtype: float32 float16 float64 int8 uint8 int16 int32 int64 bool (raw little-endian bytes).
+//   Quantized models (int8/uint8 inputs and outputs, TFLite's full-integer form):
+//     an input given as {"dtype": "float32", "quantize": true} on an int8/uint8 model input is
+//     quantized here with that tensor's scale and zero point (round half away from zero,
+//     saturating), so one float file serves every io type;
+//     "dequantized_outputs": ["/abs/y.f32", ...] (optional, parallel to "outputs") also writes each
+//     quantized output as float32, (q - zero_point) * scale; a float output is copied as it is.
 //   An input of batch N > 1 on a model whose batch dim is dynamic (-1 in shape_signature) runs as
 //   N runs at batch 1 on one compiled model; each output file gets the N results concatenated
 //   and run_ms is the mean per run.
 // RESULTS.json: {"litert_version": "2.5.3", "results": {id: {"ok": true,
 //     "signature": key, "inputs": [{name, dtype, dims}], "outputs": [{name, dtype, dims, file}],
+//     // outputs also carry "dequantized_file" when the job asked for one
+//     "quantization": {"inputs": [q, ...], "outputs": [q, ...]},  // signature order; q is
+//     //   {"scale": [..], "zero_point": [..], "quantized_dimension": d} or null, read from the
+//     //   flatbuffer's tensor (via the signature's tensor index)
 //     "ops": [{"op": "CONV_2D", "version": 1}, ...],   // the model's operators, in order, read from
 //     "op_counts": {"CONV_2D": 3, ...},                //   the flatbuffer by this script
 //     "delegation": [...],   // LiteRT's lines about delegates (XNNPACK); LiteRT.js 2.5.3 logs only
@@ -84,7 +94,8 @@ const OP_NAMES = {
   126: 'BATCH_MATMUL',
 };
 
-function modelOps(bytes) {
+// The flatbuffer fields modelOps and modelSignatures read.
+function flatbufferReader(bytes) {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const table = (pos) => {
     const vtable = pos - dv.getInt32(pos, true);
@@ -106,6 +117,11 @@ function modelOps(bytes) {
     return out;
   };
   const model = table(deref(0));
+  return { dv, table, deref, tables, model };
+}
+
+function modelOps(bytes) {
+  const { dv, tables, model } = flatbufferReader(bytes);
   const codes = tables(model(1)).map((c) => {
     const deprecated = c(0) ? dv.getInt8(c(0)) : 0;
     const builtin = c(3) ? dv.getInt32(c(3), true) : 0;
@@ -119,6 +135,82 @@ function modelOps(bytes) {
     if (index >= codes.length) throw new Error(`operator uses opcode index ${index} of ${codes.length}`);
     return codes[index];
   });
+}
+
+// Signature name -> tensor quantization, read from the flatbuffer: Model.signature_defs (7) ->
+// SignatureDef inputs (0) / outputs (1) [TensorMap name (0), tensor_index (1)], signature_key (2),
+// subgraph_index (4); SubGraph.tensors (0) -> Tensor.quantization (4) -> QuantizationParameters
+// scale (2) [float], zero_point (3) [long], quantized_dimension (6).
+function modelSignatures(bytes) {
+  const { dv, table, deref, tables, model } = flatbufferReader(bytes);
+  const string = (pos) => {
+    if (!pos) return '';
+    const p = deref(pos);
+    return Buffer.from(dv.buffer, dv.byteOffset + p + 4, dv.getUint32(p, true)).toString('utf8');
+  };
+  const vector = (pos, width, get) => {
+    if (!pos) return [];
+    const v = deref(pos);
+    const out = [];
+    for (let i = 0, n = dv.getUint32(v, true); i < n; i++) out.push(get(v + 4 + width * i));
+    return out;
+  };
+  const subgraphs = tables(model(2));
+  const quantOf = (subgraph, index) => {
+    const tensors = tables(subgraph(0));
+    if (index >= tensors.length) throw new Error(`signature names tensor ${index} of ${tensors.length}`);
+    const q = tensors[index](4);
+    if (!q) return null;
+    const qp = table(deref(q));
+    const scale = vector(qp(2), 4, (p) => dv.getFloat32(p, true));
+    if (!scale.length) return null;
+    const zero = vector(qp(3), 8, (p) => Number(dv.getBigInt64(p, true)));
+    return { scale, zero_point: zero, quantized_dimension: qp(6) ? dv.getInt32(qp(6), true) : 0 };
+  };
+  const result = {};
+  for (const def of tables(model(7))) {
+    const subgraph = subgraphs[def(4) ? dv.getUint32(def(4), true) : 0];
+    const maps = (fid) => Object.fromEntries(tables(def(fid)).map((m) => {
+      const index = m(1) ? dv.getUint32(m(1), true) : 0;
+      return [string(m(0)), quantOf(subgraph, index)];
+    }));
+    result[string(def(2))] = { inputs: maps(0), outputs: maps(1) };
+  }
+  return result;
+}
+
+const QUANT_RANGES = { int8: [-128, 127], uint8: [0, 255], int16: [-32768, 32767], int32: [-2147483648, 2147483647] };
+const TYPED = { int8: Int8Array, uint8: Uint8Array, int16: Int16Array, int32: Int32Array, float32: Float32Array };
+
+// float32 bytes -> the quantized type's bytes (round half away from zero, saturate).
+function quantizeBytes(data, dtype, q) {
+  const src = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+  const out = new TYPED[dtype](src.length);
+  const [lo, hi] = QUANT_RANGES[dtype];
+  const scale = q.scale[0];
+  const zp = q.zero_point[0];
+  for (let i = 0; i < src.length; i++) {
+    const r = src[i] / scale;
+    const v = (r < 0 ? -Math.round(-r) : Math.round(r)) + zp;
+    out[i] = Math.min(hi, Math.max(lo, v));
+  }
+  return Buffer.from(out.buffer);
+}
+
+// Quantized output bytes -> float32 bytes (per-tensor or along quantized_dimension).
+function dequantizeBytes(bytes, dtype, dims, q) {
+  if (dtype === 'float32') return Buffer.from(bytes);
+  if (!q) throw new Error(`output of dtype ${dtype} has no quantization parameters to dequantize with`);
+  const src = new TYPED[dtype](bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  const out = new Float32Array(src.length);
+  const axis = q.quantized_dimension || 0;
+  const channels = q.scale.length;
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  for (let i = 0; i < src.length; i++) {
+    const c = channels > 1 ? Math.floor(i / inner) % channels : 0;
+    out[i] = (src[i] - q.zero_point[c]) * q.scale[c];
+  }
+  return Buffer.from(out.buffer);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +290,7 @@ class Runner {
     try {
       const bytes = fs.readFileSync(job.model);
       const ops = modelOps(bytes);
+      const signatures = modelSignatures(bytes);
       const t0 = process.hrtime.bigint();
       modelPtr = w._malloc(bytes.length);
       w.HEAPU8.set(bytes, modelPtr);
@@ -224,6 +317,7 @@ class Runner {
       const key = signature.key();
       const inputNames = vectorToArray(signature.inputNames());
       const outputNames = vectorToArray(signature.outputNames());
+      const quant = signatures[key] || { inputs: {}, outputs: {} };
       if (job.inputs.length !== inputNames.length) {
         throw new Error(`signature '${key}' has ${inputNames.length} inputs (${inputNames}), the job gives ${job.inputs.length}`);
       }
@@ -238,7 +332,11 @@ class Runner {
         const modelType = model.getInputTensorType(sig, i);
         const t = describeType(modelType);
         modelType.delete();
-        if (given.dtype && given.dtype !== t.dtype) throw new Error(`input '${name}' is ${t.dtype}, the job gives ${given.dtype}`);
+        const inputQuant = quant.inputs[name] || null;
+        const quantizeHere = given.quantize && given.dtype === 'float32' && QUANT_RANGES[t.dtype];
+        if (given.quantize && !quantizeHere) throw new Error(`input '${name}' is ${t.dtype}: "quantize" needs a float32 file and a quantized input`);
+        if (quantizeHere && !inputQuant) throw new Error(`input '${name}' is ${t.dtype} without quantization parameters`);
+        if (given.dtype && given.dtype !== t.dtype && !quantizeHere) throw new Error(`input '${name}' is ${t.dtype}, the job gives ${given.dtype}`);
         // LiteRT runs the static `shape`; the signature shows -1 where shape_signature has it, and
         // such a dim runs at 1.
         const dims = t.dims.map((d) => (d < 0 ? 1 : d));
@@ -252,7 +350,8 @@ class Runner {
         }
         inputs.push({ name, dtype: t.dtype, dims, signature_dims: t.dims });
         const bytes = dims.reduce((a, b) => a * b, DTYPES[t.dtype].bytes);
-        const data = fs.readFileSync(given.file);
+        let data = fs.readFileSync(given.file);
+        if (quantizeHere) data = quantizeBytes(data, t.dtype, inputQuant);
         const n = given.dims && t.dims[0] < 0 && given.dims[0] > 1 ? given.dims[0] : 1;
         if (data.length !== bytes * n) throw new Error(`${given.file}: ${data.length} bytes, input '${name}' needs ${bytes * n}`);
         slices.push({ data, bytes });
@@ -293,7 +392,11 @@ class Runner {
             }
           }
           const dims = repeat > 1 ? [repeat, ...t.dims.slice(1)] : t.dims;
-          return { name: outputNames[i], dtype: t.dtype, dims, file };
+          const dequantizedFile = (job.dequantized_outputs || [])[i] || null;
+          if (dequantizedFile && !file) throw new Error(`dequantized_outputs[${i}] needs outputs[${i}] too`);
+          const o = { name: outputNames[i], dtype: t.dtype, dims, file };
+          if (dequantizedFile) o.dequantized_file = dequantizedFile;
+          return o;
         });
         for (const b of results) {
           try {
@@ -304,12 +407,19 @@ class Runner {
         }
       }
       outputs.forEach((o, i) => {
-        if (o.file) fs.writeFileSync(o.file, Buffer.concat(chunks[i]));
+        if (!o.file) return;
+        const raw = Buffer.concat(chunks[i]);
+        fs.writeFileSync(o.file, raw);
+        if (o.dequantized_file) fs.writeFileSync(o.dequantized_file, dequantizeBytes(raw, o.dtype, o.dims, quant.outputs[o.name] || null));
       });
       if (repeat > 1) runMs /= repeat;  // per run
       const opCounts = {};
       for (const o of ops) opCounts[o.op] = (opCounts[o.op] || 0) + 1;
-      return { ok: true, signature: key, inputs, outputs, ops, op_counts: opCounts, load_ms: loadMs, run_ms: runMs };
+      const quantization = {
+        inputs: inputs.map((x) => quant.inputs[x.name] || null),
+        outputs: outputs.map((x) => quant.outputs[x.name] || null),
+      };
+      return { ok: true, signature: key, inputs, outputs, quantization, ops, op_counts: opCounts, load_ms: loadMs, run_ms: runMs };
     } finally {
       for (const o of owned.reverse()) {
         try {

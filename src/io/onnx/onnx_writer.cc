@@ -63,6 +63,7 @@ class Emitter {
   Emitter(ir::Graph& g, onnx::GraphProto* gp, int opset) : g_(g), gp_(gp), opset_(opset) {}
 
   int opset() const { return opset_; }
+  const ir::Graph& graph() const { return g_; }
   const std::string& name(ir::ValueId v) const { return g_.value(v).name; }
 
   onnx::NodeProto* node(const std::string& op, std::vector<std::string> inputs, std::vector<std::string> outputs,
@@ -99,6 +100,43 @@ class Emitter {
     t->set_data_type(onnx::TensorProto::FLOAT);
     t->set_raw_data(std::string(reinterpret_cast<const char*>(&v), 4));
     return nm;
+  }
+
+  // The scale and zero-point initializers of quantized value v (created once, shared by the
+  // QuantizeLinear producing v and the DequantizeLinear reading it): a scalar pair per tensor, or
+  // 1-D along the axis per channel. The zero point has v's integer type.
+  std::pair<std::string, std::string> quant_initializers(ir::ValueId v) {
+    auto it = quant_names_.find(v);
+    if (it != quant_names_.end()) return it->second;
+    const ir::Value& val = g_.value(v);
+    const ir::QuantParams& q = *val.quant;
+    const bool per_channel = q.per_channel();
+    std::string scale = fresh(val.name + "_scale");
+    auto* s = gp_->add_initializer();
+    s->set_name(scale);
+    s->set_data_type(onnx::TensorProto::FLOAT);
+    if (per_channel) s->add_dims(static_cast<int64_t>(q.scale.size()));
+    s->set_raw_data(std::string(reinterpret_cast<const char*>(q.scale.data()), q.scale.size() * sizeof(float)));
+    std::string zp = fresh(val.name + "_zero_point");
+    auto* z = gp_->add_initializer();
+    z->set_name(zp);
+    z->set_data_type(onnx_dtype(val.dtype));
+    if (per_channel) z->add_dims(static_cast<int64_t>(q.zero_point.size()));
+    std::string bytes;
+    for (int64_t x : q.zero_point) {
+      if (val.dtype == DType::kInt8) {
+        int8_t b = static_cast<int8_t>(x);
+        bytes.append(reinterpret_cast<const char*>(&b), 1);
+      } else if (val.dtype == DType::kUInt8) {
+        uint8_t b = static_cast<uint8_t>(x);
+        bytes.append(reinterpret_cast<const char*>(&b), 1);
+      } else {
+        int32_t b = static_cast<int32_t>(x);
+        bytes.append(reinterpret_cast<const char*>(&b), 4);
+      }
+    }
+    z->set_raw_data(bytes);
+    return quant_names_[v] = {scale, zp};
   }
 
   // Writes `act` applied to `in` as separate node(s) producing `out`.
@@ -187,6 +225,7 @@ class Emitter {
   int opset_;
   std::unordered_map<std::string, int> extra_names_;
   std::unordered_map<std::string, int> node_names_;
+  std::unordered_map<ir::ValueId, std::pair<std::string, std::string>> quant_names_;
 };
 
 using Builder = std::function<void(Emitter&, const ir::Node&)>;
@@ -224,6 +263,21 @@ void emit_pool(Emitter& e, const ir::Node& n) {
   }
 }
 
+// QuantizeLinear / DequantizeLinear carry the quantized value's params as inputs; per-channel
+// params add `axis` (opset >= 13, checked in build_model).
+void emit_quantize_linear(Emitter& e, const ir::Node& n) {
+  const bool quantize = n.op == OpKind::kQuantize;
+  ir::ValueId q = quantize ? n.outputs[0] : n.inputs[0];
+  const ir::Value& v = e.graph().value(q);
+  if (!v.quant) throw write_error(n, "quantized value '" + v.name + "' has no scale and zero point", ErrorKind::kInternal);
+  if (quantize && v.dtype != DType::kInt8 && v.dtype != DType::kUInt8)
+    throw write_error(n, "QuantizeLinear produces int8 or uint8, not " + std::string(dtype_name(v.dtype)));
+  auto [scale, zp] = e.quant_initializers(q);
+  auto* p = e.node(quantize ? "QuantizeLinear" : "DequantizeLinear", {e.name(n.inputs[0]), scale, zp},
+                   {e.name(n.outputs[0])}, n.name);
+  if (v.quant->per_channel()) Emitter::add_int(p, "axis", v.quant->axis);
+}
+
 void emit_axes_op(Emitter& e, const ir::Node& n, const char* op) {
   const auto& axes = n.attr<ir::AxesAttrs>().axes;
   std::vector<std::string> in = e.input_names(n);
@@ -239,6 +293,8 @@ void emit_axes_op(Emitter& e, const ir::Node& n, const char* op) {
 const std::unordered_map<OpKind, Builder>& builders() {
   static const std::unordered_map<OpKind, Builder> table = {
       {OpKind::kConv, emit_conv},
+      {OpKind::kQuantize, emit_quantize_linear},
+      {OpKind::kDequantize, emit_quantize_linear},
       {OpKind::kMaxPool, emit_pool},
       {OpKind::kAveragePool, emit_pool},
       {OpKind::kBatchNorm,
@@ -344,6 +400,22 @@ void check_softmax_axis(const ir::Graph& g, const ir::Node& n, int opset) {
     throw write_error(n, "Softmax over a non-last axis needs opset >= 13 (use --opset 13)");
 }
 
+// ONNX holds int8 models in QDQ form only: integers go through QuantizeLinear/DequantizeLinear,
+// every other op computes in float. Per-channel DequantizeLinear (`axis`) needs opset 13, so any
+// quantized graph is written at 13 or later.
+void check_quantized(const ir::Graph& g, const ir::Node& n, int opset) {
+  const bool qdq = n.op == OpKind::kQuantize || n.op == OpKind::kDequantize;
+  if (qdq && opset < 13)
+    throw write_error(n, "quantized ONNX (QuantizeLinear/DequantizeLinear) needs opset >= 13, not " + std::to_string(opset))
+        .hint("use --opset 13 or later");
+  if (qdq) return;
+  for (ir::ValueId v : n.inputs)
+    if (v != ir::kNoValue && g.value(v).quant)
+      throw write_error(n, "input '" + g.value(v).name +
+                               "' is quantized: ONNX output holds int8 models in QDQ form only (float ops between "
+                               "QuantizeLinear/DequantizeLinear pairs)");
+}
+
 int ir_version_for(int opset) { return opset <= 14 ? 7 : 8; }
 
 onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
@@ -377,6 +449,7 @@ onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
     for (ir::ValueId v : n.inputs)
       if (v != ir::kNoValue) used[static_cast<size_t>(v)] = true;
     check_softmax_axis(g, n, options.opset);
+    check_quantized(g, n, options.opset);
     auto it = table.find(n.op);
     if (it == table.end()) throw write_error(n, "no ONNX form for this op");
     it->second(e, n);

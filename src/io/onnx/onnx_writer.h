@@ -1,7 +1,10 @@
 // IR -> ONNX. Every node maps through one table keyed by op (with opset-dependent forms: Clip's
 // min/max inputs, HardSwish below opset 14, Squeeze/Unsqueeze axes inputs from 13). Fused
-// activations are written as separate nodes, since ONNX has no fused forms. The model is checked
-// with libonnx's checker and strict shape inference before it is written (atomically).
+// activations are written as separate nodes, since ONNX has no fused forms. Quantized graphs are
+// written in QDQ form (quant/qdq.h): Quantize/Dequantize become QuantizeLinear/DequantizeLinear
+// with scale and zero-point initializers (opset >= 13); any other op reading an integer value is
+// refused. The model is checked with libonnx's checker and strict shape inference before it is
+// written (atomically).
 #pragma once
 
 #include <filesystem>

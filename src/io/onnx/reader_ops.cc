@@ -272,6 +272,16 @@ bool is_per_column(const Dims& s, int64_t n) {
   return s.empty() || s.back() == 1 || s.back() == n;
 }
 
+// True when input i is a static-shaped float value made by a Dequantize of a constant.
+bool dequantized_weight(NodeContext& c, size_t i, DType dtype) {
+  if (!c.has_input(i) || c.is_evaluated(i) || c.constant(i)) return false;
+  const ir::Graph& g = c.graph();
+  const ir::Value& v = g.value(c.tensor(i));
+  if (v.dtype != dtype || v.producer < 0 || !ir::to_dims(v.shape)) return false;
+  const ir::Node& p = g.node(v.producer);
+  return p.op == OpKind::kDequantize && g.value(p.inputs[0]).is_constant();
+}
+
 // Gemm -> the IR's Gemm (y = x·Wᵀ + b, W constant [O, I]) where B is constant; MatMul otherwise.
 void build_gemm(NodeContext& c) {
   c.expect_inputs(2, 3);
@@ -311,6 +321,22 @@ void build_gemm(NodeContext& c) {
     }
     if (!add_c) return c.emit_output(OpKind::kGemm, ir::GemmAttrs{}, inputs);
     y = c.emit_helper(OpKind::kGemm, ir::GemmAttrs{}, inputs, "gemm");
+  } else if (trans_b && alpha == 1.0 && dequantized_weight(c, 1, dtype) && shape_of(c, c.tensor(1)).size() == 2) {
+    // A QDQ model's B is DequantizeLinear(int8 initializer): constant once folded, so still the
+    // IR's Gemm (and its C, dequantized the same way, the bias).
+    ir::ValueId w = c.tensor(1);
+    const ir::Dim n = shape_of(c, w)[0];
+    std::vector<ir::ValueId> inputs{a, w};
+    bool add_c = use_c;
+    if (use_c && beta == 1.0 && dequantized_weight(c, 2, dtype)) {
+      const ir::Shape cs = shape_of(c, c.tensor(2));
+      if (cs.size() == 1 && cs[0] == n) {
+        inputs.push_back(c.tensor(2));
+        add_c = false;
+      }
+    }
+    if (!add_c) return c.emit_output(OpKind::kGemm, ir::GemmAttrs{}, inputs);
+    y = c.emit_helper(OpKind::kGemm, ir::GemmAttrs{}, inputs, "gemm");
   } else {
     ir::ValueId b = c.tensor(1);
     if (shape_of(c, b).size() != 2)
@@ -337,6 +363,99 @@ void build_gemm(NodeContext& c) {
                          {cv, c.add_constant(float_scalar(beta, dtype), "beta")}, "beta_mul");
   }
   c.emit_output(OpKind::kAdd, ir::BinaryAttrs{}, {y, cv});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantization (QDQ models): QuantizeLinear -> Quantize, DequantizeLinear -> Dequantize, with the
+// scale and zero point (constant inputs in ONNX) stored on the quantized value.
+
+// The scale / zero-point inputs 1 and 2 of a QuantizeLinear/DequantizeLinear as IR params for a
+// value of `shape`; `zp_dtype` receives the zero point's type (uint8 when it is omitted).
+ir::QuantParams read_quant_params(NodeContext& c, const ir::Shape& shape, DType& zp_dtype) {
+  std::optional<Tensor> scale = c.constant(1);
+  if (!scale) c.fail("the scale (" + c.describe_input(1) + ") must be a constant");
+  if (scale->dtype() != DType::kFloat32) c.invalid("the scale must be float32, is " + std::string(dtype_name(scale->dtype())));
+  if (scale->rank() > 1 || scale->numel() < 1) c.invalid("the scale must be a scalar or 1-D, has " + std::to_string(scale->rank()) + " dims");
+  std::optional<Tensor> zp;
+  if (c.has_input(2)) {
+    zp = c.constant(2);
+    if (!zp) c.fail("the zero point (" + c.describe_input(2) + ") must be a constant");
+    if (zp->shape() != scale->shape()) c.invalid("the zero point's shape differs from the scale's");
+    zp_dtype = zp->dtype();
+    if (zp_dtype != DType::kInt8 && zp_dtype != DType::kUInt8 && zp_dtype != DType::kInt32)
+      c.fail("zero points of type " + std::string(dtype_name(zp_dtype)) + " are not supported (int8, uint8, int32)");
+  } else {
+    zp_dtype = DType::kUInt8;
+  }
+  ir::QuantParams p;
+  for (int64_t i = 0; i < scale->numel(); ++i) {
+    float s = scale->data<float>()[i];
+    if (!(s > 0.0f) || !std::isfinite(s)) c.invalid("scales must be positive and finite, scale[" + std::to_string(i) + "] is " + std::to_string(s));
+    p.scale.push_back(s);
+    p.zero_point.push_back(zp ? int_element(*zp, i) : 0);
+  }
+  if (scale->rank() == 1) {
+    if (c.opset() < 13) c.invalid("a 1-D scale (per-axis quantization) needs opset >= 13");
+    int64_t rank = static_cast<int64_t>(shape.size());
+    int64_t axis = c.attr_int("axis", 1);
+    if (axis < -rank || axis >= rank) c.invalid("axis " + std::to_string(axis) + " out of range for rank " + std::to_string(rank));
+    if (axis < 0) axis += rank;
+    const ir::Dim& d = shape[static_cast<size_t>(axis)];
+    if (!d.is_static() || d.value != scale->numel())
+      c.invalid("a per-axis scale of " + std::to_string(scale->numel()) + " values needs dim " + std::to_string(axis) +
+                " of " + ir::shape_to_string(shape) + " to be that size");
+    p.axis = static_cast<int32_t>(axis);
+    if (scale->numel() == 1) {
+      p.axis = 0;  // a one-element 1-D scale is per tensor
+    }
+  } else if (c.opset() >= 13) {
+    c.attr_int("axis", 1);  // ignored for a scalar scale
+  }
+  return p;
+}
+
+void build_quantize_linear(NodeContext& c) {
+  c.expect_inputs(2, 3);
+  c.expect_outputs(1, 1);
+  ir::ValueId x = c.tensor(0);
+  ir::Shape xs = shape_of(c, x);
+  if (c.graph().value(x).dtype != DType::kFloat32)
+    c.fail("only float32 inputs are supported, the input is " + std::string(dtype_name(c.graph().value(x).dtype)));
+  DType to = DType::kUInt8;
+  ir::QuantParams p = read_quant_params(c, xs, to);
+  if (to != DType::kInt8 && to != DType::kUInt8)
+    c.fail("only int8 and uint8 outputs are supported, the zero point is " + std::string(dtype_name(to)));
+  ir::ValueId q = c.graph().add_node1(OpKind::kQuantize, ir::QuantizeAttrs{to}, {x}, c.name());
+  c.graph().value(q).quant = p;
+  c.set_output(0, q);
+}
+
+void build_dequantize_linear(NodeContext& c) {
+  c.expect_inputs(2, 3);
+  c.expect_outputs(1, 1);
+  ir::ValueId x = c.tensor(0);
+  const DType xt = c.graph().value(x).dtype;
+  if (xt != DType::kInt8 && xt != DType::kUInt8 && xt != DType::kInt32)
+    c.fail("only int8, uint8 and int32 inputs are supported, the input is " + std::string(dtype_name(xt)));
+  DType zt = xt;
+  ir::QuantParams p = read_quant_params(c, shape_of(c, x), zt);
+  if (c.has_input(2) && zt != xt) c.invalid("the zero point is " + std::string(dtype_name(zt)) + ", the input " + std::string(dtype_name(xt)));
+  if (xt == DType::kInt32)
+    for (int64_t z : p.zero_point)
+      if (z != 0) c.invalid("an int32 input needs zero point 0");
+  const ir::Value& v = c.graph().value(x);
+  if (!v.quant) {
+    c.graph().value(x).quant = p;
+  } else if (*v.quant != p) {
+    // The IR keeps one set of params per integer value: a constant read with other params gets a
+    // copy; a computed value (a QuantizeLinear's output) must be read with the params it was made with.
+    if (!v.is_constant())
+      c.fail("the scale/zero point differ from those '" + v.name + "' was quantized with; modex needs them to agree");
+    Tensor copy = v.constant;
+    x = c.add_constant(std::move(copy), "x");
+    c.graph().value(x).quant = p;
+  }
+  c.set_output(0, c.graph().add_node1(OpKind::kDequantize, ir::NoAttrs{}, {x}, c.name()));
 }
 
 void build_matmul(NodeContext& c) {
@@ -806,6 +925,10 @@ const std::vector<OpRule>& rules() {
       {"Pad", 11, 17, {"mode"}, build_pad},
       {"Gemm", 11, 17, {"alpha", "beta", "transA", "transB"}, build_gemm},
       {"MatMul", 11, 17, {}, build_matmul},
+      {"QuantizeLinear", 11, 12, {}, build_quantize_linear},
+      {"QuantizeLinear", 13, 17, {"axis"}, build_quantize_linear},
+      {"DequantizeLinear", 11, 12, {}, build_dequantize_linear},
+      {"DequantizeLinear", 13, 17, {"axis"}, build_dequantize_linear},
       {"Softmax", 11, 12, {"axis"}, build_softmax_v1},
       {"Softmax", 13, 17, {"axis"}, build_softmax_v13},
       {"ReduceMean", 11, 17, {"axes", "keepdims"}, build_reduce_mean},

@@ -59,6 +59,17 @@ bool quantized_type(fb::TensorType t) {
   return t == fb::TensorType::INT8 || t == fb::TensorType::UINT8 || t == fb::TensorType::INT16;
 }
 
+// The zero point of a quantization parameter table, copied bytewise (the verifier aligns vectors
+// to their 4-byte length only, so 8-byte elements may be unaligned).
+std::vector<int64_t> zero_points(const fb::QuantizationParameters* q) {
+  std::vector<int64_t> out;
+  if (const auto* zp = q->zero_point()) {
+    out.resize(zp->size());
+    if (zp->size()) std::memcpy(out.data(), zp->Data(), zp->size() * sizeof(int64_t));
+  }
+  return out;
+}
+
 // The error for a non-float tensor where the graph needs float32.
 Error not_float(const std::string& what, fb::TensorType t);
 
@@ -68,9 +79,10 @@ std::string type_name(fb::TensorType t) {
 }
 
 Error not_float(const std::string& what, fb::TensorType t) {
-  Error e(what + " is " + type_name(t) + "; modex reads float32 TFLite graphs",
+  Error e(what + " is " + type_name(t) +
+              "; modex reads float32 and quantized int8/uint8 TFLite graphs",
           ErrorKind::kUnsupported);
-  if (quantized_type(t)) e.hint("quantized models can be inspected but not yet converted");
+  if (t == fb::TensorType::INT16) e.hint("int16 quantization is not supported");
   return e;
 }
 
@@ -95,6 +107,21 @@ struct CheckedModel {
   std::vector<bool> graph_output;
 
   size_t tensor_count() const { return names.size(); }
+  // The IR form of a tensor's quantization (checked by check_quantization), for int8/uint8/int32
+  // tensors with scales; nullopt otherwise.
+  std::optional<ir::QuantParams> quant(int32_t t) const {
+    const fb::Tensor* ft = graph->tensors()->Get(static_cast<fbs::uoffset_t>(t));
+    const fb::QuantizationParameters* q = ft->quantization();
+    if (!q || size_of(q->scale()) == 0) return std::nullopt;
+    if (ft->type() != fb::TensorType::INT8 && ft->type() != fb::TensorType::UINT8 &&
+        ft->type() != fb::TensorType::INT32)
+      return std::nullopt;
+    ir::QuantParams p;
+    p.scale.assign(q->scale()->begin(), q->scale()->end());
+    p.zero_point = zero_points(q);
+    p.axis = p.scale.size() > 1 ? q->quantized_dimension() : 0;
+    return p;
+  }
   bool constant(int32_t t) const { return data[static_cast<size_t>(t)] != nullptr; }
   const fb::Operator* op(size_t i) const {
     return graph->operators()->Get(static_cast<fbs::uoffset_t>(i));
@@ -108,6 +135,52 @@ Error op_error(const CheckedModel& m, size_t i, const std::string& message,
   Error e(message, kind);
   e.node("operator " + std::to_string(i)).op(m.op_name(i));
   return e;
+}
+
+// Quantization parameters, when a tensor has scales: one zero point per scale, scales positive
+// and finite, zero points inside the storage type (0 for int16/int32), and per-channel tables
+// along an existing dimension of matching size.
+template <typename Fail>
+void check_quantization(const fb::Tensor* t, const Dims& dims, Fail fail) {
+  const fb::QuantizationParameters* q = t->quantization();
+  if (!q || size_of(q->scale()) == 0) return;
+  const size_t n = q->scale()->size();
+  std::vector<int64_t> zp = zero_points(q);
+  if (zp.size() != n)
+    throw fail("quantization has " + std::to_string(n) + " scales but " + std::to_string(zp.size()) +
+               " zero points");
+  int64_t lo = 0, hi = 0;
+  switch (t->type()) {
+    case fb::TensorType::INT8: lo = -128, hi = 127; break;
+    case fb::TensorType::UINT8: lo = 0, hi = 255; break;
+    case fb::TensorType::INT16:
+    case fb::TensorType::INT32:
+    case fb::TensorType::INT64: break;
+    case fb::TensorType::FLOAT32:
+    case fb::TensorType::FLOAT16: return;  // calibration ranges on float tensors: ignored
+    default:
+      throw fail("quantization parameters on a " + type_name(t->type()) + " tensor");
+  }
+  for (size_t k = 0; k < n; ++k) {
+    const float s = q->scale()->Get(static_cast<fbs::uoffset_t>(k));
+    if (!(s > 0.0f) || !std::isfinite(s))
+      throw fail("quantization scale " + std::to_string(s) + " at index " + std::to_string(k) +
+                 " must be positive and finite");
+    if (zp[k] < lo || zp[k] > hi)
+      throw fail("zero point " + std::to_string(zp[k]) + " at index " + std::to_string(k) +
+                 " outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "] for " +
+                 type_name(t->type()));
+  }
+  if (n > 1) {
+    const int32_t axis = q->quantized_dimension();
+    if (axis < 0 || static_cast<size_t>(axis) >= dims.size())
+      throw fail("quantized_dimension " + std::to_string(axis) + " out of range for rank " +
+                 std::to_string(dims.size()));
+    if (dims[static_cast<size_t>(axis)] != static_cast<int64_t>(n))
+      throw fail("per-channel quantization has " + std::to_string(n) + " scales for dim " +
+                 std::to_string(axis) + " of size " +
+                 std::to_string(dims[static_cast<size_t>(axis)]));
+  }
 }
 
 void check_tensors(CheckedModel& m) {
@@ -172,6 +245,7 @@ void check_tensors(CheckedModel& m) {
                    std::string(dtype_name(*dtype)) + " needs " +
                    std::to_string(static_cast<uint64_t>(numel) * item));
     }
+    check_quantization(t, dims, fail);
     m.names.push_back(std::move(name));
     m.shapes.push_back(std::move(dims));
     m.dtypes.push_back(dtype);
@@ -315,12 +389,7 @@ TfliteSummary summarise(const CheckedModel& m) {
     info.constant = m.data[i] != nullptr;
     if (const fb::QuantizationParameters* q = t->quantization()) {
       if (q->scale()) info.scale.assign(q->scale()->begin(), q->scale()->end());
-      if (const auto* zp = q->zero_point()) {
-        // The verifier aligns vectors to their 4-byte length only: copy 8-byte elements bytewise.
-        info.zero_point.resize(zp->size());
-        if (zp->size())
-          std::memcpy(info.zero_point.data(), zp->Data(), zp->size() * sizeof(int64_t));
-      }
+      info.zero_point = zero_points(q);
       info.quantized_dimension = q->quantized_dimension();
     }
     s.tensors.push_back(std::move(info));
@@ -428,6 +497,8 @@ class Importer {
   Tensor constant(int32_t t) const;
   std::vector<int64_t> int_constant(int32_t t, const char* what) const;
   float scalar_constant(int32_t t, const char* what) const;
+  // True for int8/uint8 tensors with quantization parameters.
+  bool quantized(int32_t t) const;
 
   // Adds the node computing `t` (named after it) and checks its shape against the file's.
   ValueId produce(int32_t t, OpKind op, ir::OpAttrs attrs, std::vector<ValueId> inputs);
@@ -469,6 +540,7 @@ ValueId Importer::value(int32_t t) {
     throw fail("tensor '" + m_.names[static_cast<size_t>(t)] + "' has no value",
                ErrorKind::kInternal);
   v = g_.add_constant(m_.names[static_cast<size_t>(t)], constant(t));
+  g_.value(v).quant = m_.quant(t);
   return v;
 }
 
@@ -514,7 +586,17 @@ float Importer::scalar_constant(int32_t t, const char* what) const {
 
 ValueId Importer::add(OpKind op, ir::OpAttrs attrs, std::vector<ValueId> inputs,
                       const std::string& name) {
-  return g_.add_node1(op, std::move(attrs), std::move(inputs), name);
+  std::optional<ir::QuantParams> q = inputs.empty() ? std::nullopt : g_.value(inputs[0]).quant;
+  ValueId v = g_.add_node1(op, std::move(attrs), std::move(inputs), name);
+  // An import-made reshape of a quantized tensor keeps its params.
+  if (op == OpKind::kReshape && q) g_.value(v).quant = q;
+  return v;
+}
+
+bool Importer::quantized(int32_t t) const {
+  return t != kOmitted && m_.quant(t).has_value() &&
+         (m_.dtypes[static_cast<size_t>(t)] == DType::kInt8 ||
+          m_.dtypes[static_cast<size_t>(t)] == DType::kUInt8);
 }
 
 ValueId Importer::produce(int32_t t, OpKind op, ir::OpAttrs attrs, std::vector<ValueId> inputs) {
@@ -529,6 +611,11 @@ ValueId Importer::produce(int32_t t, OpKind op, ir::OpAttrs attrs, std::vector<V
   if (!ok)
     throw fail("tensor '" + name + "' has shape " + dims_to_string(want) +
                    " in the file, but the op computes " + ir::shape_to_string(got),
+               ErrorKind::kInvalidInput);
+  g_.value(v).quant = m_.quant(t);
+  if ((g_.value(v).dtype == DType::kInt8 || g_.value(v).dtype == DType::kUInt8) && !g_.value(v).quant)
+    throw fail("tensor '" + name + "' is " + std::string(dtype_name(g_.value(v).dtype)) +
+                   " without quantization parameters",
                ErrorKind::kInvalidInput);
   value_of_[static_cast<size_t>(t)] = v;
   producer_[t] = g_.value(v).producer;
@@ -552,6 +639,9 @@ void Importer::with_activation(int32_t t, fb::ActivationFunctionType act, OpKind
     produce(t, op, std::move(attrs), std::move(inputs));
     return;
   }
+  if (quantized(t))
+    throw fail("fused activation " + std::to_string(static_cast<int>(act)) +
+               " on a quantized op (only NONE, RELU and RELU6 have an int8 IR form)");
   for (const Separate& s : kSeparate)
     if (s.act == act) {
       ValueId pre = add(op, std::move(attrs), std::move(inputs),
@@ -582,6 +672,13 @@ void Importer::check_activation_types(const fb::Operator* op) const {
     if (t == kOmitted || m_.constant(t)) return;
     fb::TensorType type = tensors->Get(static_cast<fbs::uoffset_t>(t))->type();
     if (type == fb::TensorType::FLOAT32) return;
+    if ((type == fb::TensorType::INT8 || type == fb::TensorType::UINT8) && quantized(t)) return;
+    if (type == fb::TensorType::INT8 || type == fb::TensorType::UINT8)
+      throw Error("tensor '" + m_.names[static_cast<size_t>(t)] + "' is " + type_name(type) +
+                      " without quantization parameters",
+                  ErrorKind::kInvalidInput)
+          .node("operator " + std::to_string(op_index_))
+          .op(m_.op_name(op_index_));
     Error e = not_float("tensor '" + m_.names[static_cast<size_t>(t)] + "'", type);
     throw e.node("operator " + std::to_string(op_index_)).op(m_.op_name(op_index_));
   };
@@ -632,7 +729,61 @@ WindowInput window_input(Importer& im, int32_t x, fb::Padding padding, std::vect
 }
 
 bool zero_value(float v) { return v == 0.0f; }
+
+// (q - zero_point) * scale, per tensor or per channel along the params' axis.
+Tensor dequantized(const Tensor& q, const ir::QuantParams& p) {
+  Tensor out = Tensor::empty(DType::kFloat32, q.shape());
+  std::vector<int64_t> v = q.to_int64_vector();
+  int64_t inner = 1, channels = static_cast<int64_t>(p.scale.size());
+  if (channels > 1)
+    for (int64_t d = p.axis + 1; d < q.rank(); ++d) inner *= q.dim(d);
+  float* o = out.data_mutable<float>();
+  for (size_t i = 0; i < v.size(); ++i) {
+    const size_t c = channels > 1 ? static_cast<size_t>((static_cast<int64_t>(i) / inner) % channels) : 0;
+    o[i] = static_cast<float>(static_cast<double>(p.scale[c]) *
+                              static_cast<double>(v[i] - (c < p.zero_point.size() ? p.zero_point[c] : 0)));
+  }
+  return out;
+}
 bool lowest_value(float v) { return v <= -FLT_MAX; }
+
+// A quantized CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: int8 weights with params (symmetric,
+// per-tensor or per-channel along the output channels), an int32 bias with zero point 0.
+void check_quantized_weights(Importer& im, const fb::Operator* op, int32_t x, int32_t w) {
+  if (!im.quantized(x)) return;
+  const CheckedModel& m = im.model();
+  const std::string& wname = m.names[static_cast<size_t>(w)];
+  std::optional<ir::QuantParams> wq = m.quant(w);
+  if (m.dtypes[static_cast<size_t>(w)] != DType::kInt8 || !wq)
+    throw im.fail("quantized input '" + m.names[static_cast<size_t>(x)] +
+                      "' needs int8 weights with quantization parameters; '" + wname + "' is " +
+                      (m.dtypes[static_cast<size_t>(w)]
+                           ? std::string(dtype_name(*m.dtypes[static_cast<size_t>(w)]))
+                           : std::string("of an unknown type")) +
+                      (wq ? "" : " without parameters"),
+                  ErrorKind::kInvalidInput);
+  for (int64_t zp : wq->zero_point)
+    if (zp != 0)
+      throw im.fail("weights '" + wname + "' must be symmetric (zero point 0), has " +
+                        std::to_string(zp),
+                    ErrorKind::kInvalidInput);
+  if (im.has_input(op, 2)) {
+    int32_t b = im.input(op, 2);
+    const std::string& bname = m.names[static_cast<size_t>(b)];
+    if (m.dtypes[static_cast<size_t>(b)] != DType::kInt32)
+      throw im.fail("bias '" + bname + "' of a quantized op must be int32, is " +
+                        (m.dtypes[static_cast<size_t>(b)]
+                             ? std::string(dtype_name(*m.dtypes[static_cast<size_t>(b)]))
+                             : std::string("of an unknown type")),
+                    ErrorKind::kInvalidInput);
+    std::optional<ir::QuantParams> bq = m.quant(b);
+    if (bq)
+      for (int64_t zp : bq->zero_point)
+        if (zp != 0)
+          throw im.fail("bias '" + bname + "' must have zero point 0, has " + std::to_string(zp),
+                        ErrorKind::kInvalidInput);
+  }
+}
 
 void import_conv(Importer& im, const fb::Operator* op) {
   const bool depthwise = im.model().opcode_builtin[op->opcode_index()] ==
@@ -678,9 +829,20 @@ void import_conv(Importer& im, const fb::Operator* op) {
       im, x, padding, same_or_valid_pads(im, padding, x, a.kernel[0], a.kernel[1], sh, sw, dh, dw),
       zero_value, {});
   a.pads = in.pads;
+  check_quantized_weights(im, op, x, w);
   const std::string& name = im.model().names[static_cast<size_t>(w)];
-  std::vector<ValueId> inputs{in.x,
-                              depthwise ? im.graph().add_constant(name, filter) : im.value(w)};
+  ValueId weight = depthwise ? im.graph().add_constant(name, filter) : im.value(w);
+  if (depthwise) {
+    // Per-channel params along the file's dim 3 ([1, kH, kW, O]) are along the IR's dim 0.
+    std::optional<ir::QuantParams> q = im.model().quant(w);
+    if (q && q->per_channel() && q->axis != 3)
+      throw im.fail("depthwise filter '" + name + "' is quantized along dim " +
+                        std::to_string(q->axis) + ", expected 3 (output channels)",
+                    ErrorKind::kInvalidInput);
+    if (q) q->axis = 0;
+    im.graph().value(weight).quant = q;
+  }
+  std::vector<ValueId> inputs{in.x, weight};
   if (im.has_input(op, 2)) inputs.push_back(im.value(im.input(op, 2)));
   ir::Activation ir_act = ir_activation(act);
   a.activation = ir_act;
@@ -719,6 +881,7 @@ void import_fully_connected(Importer& im, const fb::Operator* op) {
     throw im.fail("shuffled FULLY_CONNECTED weights are not supported");
   int32_t x = im.input(op, 0), w = im.input(op, 1);
   if (im.shape(w).size() != 2) throw im.fail("weights must be 2-D");
+  check_quantized_weights(im, op, x, w);
   const int64_t features = im.shape(w)[1];
   std::optional<ValueId> bias;
   if (im.has_input(op, 2)) bias = im.value(im.input(op, 2));
@@ -726,6 +889,7 @@ void import_fully_connected(Importer& im, const fb::Operator* op) {
   ValueId in = im.value(x);
   const size_t rank = im.shape(x).size();
   if (o && o->keep_num_dims() && rank > 2) {
+    if (im.quantized(x)) throw im.fail("quantized FULLY_CONNECTED with keep_num_dims");
     // [.., I] x W^T keeping the leading dims: MatMul with the transposed weight, then the bias.
     const std::string& wname = im.model().names[static_cast<size_t>(w)];
     ValueId weight = im.graph().add_constant(wname, transposed(im.constant(w), {1, 0}));
@@ -754,6 +918,8 @@ void import_fully_connected(Importer& im, const fb::Operator* op) {
 // MUL.
 bool import_silu(Importer& im, const fb::Operator* op) {
   int32_t a = im.input(op, 0), b = im.input(op, 1);
+  // Quantized LOGISTIC and MUL each round with their own params: kept as two ops.
+  if (im.quantized(a) || im.quantized(b)) return false;
   for (auto [x, s] : {std::pair{a, b}, std::pair{b, a}}) {
     const ir::Node* sig = im.sole_producer(s, OpKind::kSigmoid);
     if (!sig || sig->inputs[0] != im.value(x)) continue;
@@ -834,12 +1000,13 @@ void import_min_max(Importer& im, const fb::Operator* op) {
   if (!im.is_constant(b) && im.is_constant(a)) std::swap(x, bound);
   if (!im.is_constant(bound) || im.constant(bound).numel() != 1)
     throw im.fail("only a MINIMUM/MAXIMUM against a scalar constant (a clip) has an IR form");
+  if (im.quantized(x)) throw im.fail("quantized MINIMUM/MAXIMUM has no int8 IR form");
   const float c = im.scalar_constant(bound, "the bound");
   ir::ClipAttrs clip{-std::numeric_limits<float>::infinity(),
                      std::numeric_limits<float>::infinity()};
   (is_min ? clip.max : clip.min) = c;
   ValueId in = im.value(x);
-  if (const ir::Node* prev = im.sole_producer(x, OpKind::kClip)) {
+  if (const ir::Node* prev = im.quantized(x) ? nullptr : im.sole_producer(x, OpKind::kClip)) {
     const auto& p = prev->attr<ir::ClipAttrs>();
     ir::ClipAttrs merged{std::max(p.min, clip.min), std::min(p.max, clip.max)};
     if (merged.min <= merged.max) {
@@ -905,6 +1072,15 @@ void import_concat(Importer& im, const fb::Operator* op) {
                      OpKind::kConcat, ir::AxisAttrs{o ? o->axis() : 0}, inputs);
 }
 
+// PADV2's constant: a float, or a quantized scalar (its real value).
+float pad_value(Importer& im, int32_t t) {
+  Tensor c = im.constant(t);
+  std::optional<ir::QuantParams> q = im.model().quant(t);
+  if (q && c.numel() == 1 && (c.dtype() == DType::kInt8 || c.dtype() == DType::kUInt8))
+    return static_cast<float>((c.to_int64_vector()[0] - q->zero_point.at(0)) * static_cast<double>(q->scale.at(0)));
+  return im.scalar_constant(t, "the pad value");
+}
+
 void import_pad(Importer& im, const fb::Operator* op) {
   const bool v2 =
       im.model().opcode_builtin[op->opcode_index()] == static_cast<int32_t>(BuiltinOp::kPadV2);
@@ -921,7 +1097,7 @@ void import_pad(Importer& im, const fb::Operator* op) {
       im.value(x),
       {},
       {},
-      v2 && im.has_input(op, 2) ? im.scalar_constant(im.input(op, 2), "the pad value") : 0.0f};
+      v2 && im.has_input(op, 2) ? pad_value(im, im.input(op, 2)) : 0.0f};
   for (size_t k = 0; k < rank; ++k) {
     p.begins.push_back(paddings[2 * k]);
     p.ends.push_back(paddings[2 * k + 1]);
@@ -947,21 +1123,55 @@ void import_batch_matmul(Importer& im, const fb::Operator* op) {
              {im.value(im.input(op, 0)), im.value(im.input(op, 1))});
 }
 
-// Float16 weights: DEQUANTIZE of a FLOAT16 constant is the float32 constant.
+// Float16 weights: DEQUANTIZE of a FLOAT16 constant is the float32 constant; so is a DEQUANTIZE
+// of an int8 constant (weights-only quantization). A DEQUANTIZE of an int8/uint8 activation is a
+// Dequantize node.
 void import_dequantize(Importer& im, const fb::Operator* op) {
   int32_t in = im.input(op, 0);
   const auto* t = im.model().graph->tensors()->Get(static_cast<fbs::uoffset_t>(in));
-  if (!im.model().constant(in) || t->type() != fb::TensorType::FLOAT16)
+  const int32_t out = im.output(op);
+  const auto* ot = im.model().graph->tensors()->Get(static_cast<fbs::uoffset_t>(out));
+  if (ot->type() != fb::TensorType::FLOAT32)
+    throw im.fail("DEQUANTIZE output is " + type_name(ot->type()) + ", expected float32",
+                  ErrorKind::kInvalidInput);
+  const bool integer = t->type() == fb::TensorType::INT8 || t->type() == fb::TensorType::UINT8;
+  if (integer && !im.quantized(in))
+    throw im.fail("DEQUANTIZE input '" + im.model().names[static_cast<size_t>(in)] +
+                      "' has no quantization parameters",
+                  ErrorKind::kInvalidInput);
+  if (integer && !im.model().constant(in)) {
+    im.produce(out, OpKind::kDequantize, ir::NoAttrs{}, {im.value(in)});
+    return;
+  }
+  if (!im.model().constant(in) || (t->type() != fb::TensorType::FLOAT16 && !integer))
     throw im.fail("DEQUANTIZE of " + type_name(t->type()) +
-                  (im.model().constant(in) ? " constants" : " activations") +
-                  " (int8 quantization) is not supported yet");
+                  (im.model().constant(in) ? " constants" : " activations") + " is not supported");
   Tensor weights = im.constant(in);
+  if (integer) weights = dequantized(weights, *im.model().quant(in));
   if (weights.shape() != im.shape(im.output(op)))
     throw im.fail("DEQUANTIZE output shape " + dims_to_string(im.shape(im.output(op))) +
                       " differs from its input's " + dims_to_string(weights.shape()),
                   ErrorKind::kInvalidInput);
   im.bind(im.output(op),
           im.graph().add_constant(im.model().names[static_cast<size_t>(in)], weights));
+}
+
+// QUANTIZE: float32 -> int8/uint8, or a requantization between them.
+void import_quantize(Importer& im, const fb::Operator* op) {
+  const int32_t in = im.input(op, 0), out = im.output(op);
+  const auto* t = im.model().graph->tensors()->Get(static_cast<fbs::uoffset_t>(in));
+  if (t->type() != fb::TensorType::FLOAT32 && !im.quantized(in))
+    throw im.fail("QUANTIZE input is " + type_name(t->type()) +
+                      ", expected float32 or quantized int8/uint8",
+                  ErrorKind::kInvalidInput);
+  if (!im.quantized(out))
+    throw im.fail("QUANTIZE output '" + im.model().names[static_cast<size_t>(out)] +
+                      "' must be int8/uint8 with quantization parameters",
+                  ErrorKind::kInvalidInput);
+  if (im.model().quant(out)->per_channel())
+    throw im.fail("per-channel QUANTIZE of an activation is not supported");
+  im.produce(out, OpKind::kQuantize,
+             ir::QuantizeAttrs{*im.model().dtypes[static_cast<size_t>(out)]}, {im.value(in)});
 }
 
 struct ImporterEntry {
@@ -999,6 +1209,7 @@ constexpr ImporterEntry kImporters[] = {
     {BuiltinOp::kTranspose, import_transpose},
     {BuiltinOp::kBatchMatMul, import_batch_matmul},
     {BuiltinOp::kDequantize, import_dequantize},
+    {BuiltinOp::kQuantize, import_quantize},
 };
 
 ir::Graph Importer::run(const TfliteSummary& summary) {
@@ -1013,7 +1224,8 @@ ir::Graph Importer::run(const TfliteSummary& summary) {
   for (int32_t t : summary.inputs) {
     if (value_of_[static_cast<size_t>(t)] != ir::kNoValue || m_.constant(t)) continue;
     const fb::Tensor* ft = tensors->Get(static_cast<fbs::uoffset_t>(t));
-    if (ft->type() != fb::TensorType::FLOAT32)
+    const bool q = quantized(t);
+    if (ft->type() != fb::TensorType::FLOAT32 && !q)
       throw not_float("graph input", ft->type()).tensor(m_.names[static_cast<size_t>(t)]);
     ir::Shape dims = ir::static_shape(shape(t));
     if (const auto* sig = ft->shape_signature())
@@ -1022,7 +1234,9 @@ ir::Graph Importer::run(const TfliteSummary& summary) {
           dims[k] = k == 0 ? ir::Dim::named("batch") : ir::Dim::unknown();
     std::string name = signature_name(t, true);
     if (g_.find_value(name)) name = m_.names[static_cast<size_t>(t)] + ":" + std::to_string(t);
-    value_of_[static_cast<size_t>(t)] = g_.add_input(name, DType::kFloat32, dims);
+    ValueId in = g_.add_input(name, q ? *m_.dtypes[static_cast<size_t>(t)] : DType::kFloat32, dims);
+    if (q) g_.value(in).quant = m_.quant(t);
+    value_of_[static_cast<size_t>(t)] = in;
   }
   for (op_index_ = 0; op_index_ < m_.op_count(); ++op_index_) {
     const fb::Operator* op = m_.op(op_index_);
@@ -1030,13 +1244,10 @@ ir::Graph Importer::run(const TfliteSummary& summary) {
     const ImporterEntry* entry = nullptr;
     for (const ImporterEntry& e : kImporters)
       if (static_cast<int32_t>(e.op) == code) entry = &e;
-    if (!entry) {
-      Error e = fail("modex has no IR form for this op");
-      if (code == static_cast<int32_t>(BuiltinOp::kQuantize))
-        e.hint("quantized models can be inspected but not yet converted");
-      throw e;
-    }
-    if (code != static_cast<int32_t>(BuiltinOp::kDequantize)) check_activation_types(op);
+    if (!entry) throw fail("modex has no IR form for this op");
+    if (code != static_cast<int32_t>(BuiltinOp::kDequantize) &&
+        code != static_cast<int32_t>(BuiltinOp::kQuantize))
+      check_activation_types(op);
     try {
       entry->import(*this, op);
     } catch (Error& e) {

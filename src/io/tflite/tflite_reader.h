@@ -10,8 +10,15 @@
 // the writer's lowerings so that write -> read gives back the graph: SAME/VALID become explicit
 // pads, a PAD (zeros) or PADV2 (lowest float) feeding only a VALID convolution or pool is folded
 // into its pads, float16 weights behind DEQUANTIZE become float32 constants, LOGISTIC + MUL is
-// SiLU, chained MINIMUM/MAXIMUM with scalar bounds is one Clip. Quantized (int8) models are
-// summarised but refused as graphs for now.
+// SiLU, chained MINIMUM/MAXIMUM with scalar bounds is one Clip.
+//
+// Quantized (int8/uint8) models become the int8 IR: each tensor's QuantizationParameters are its
+// value's quant (depthwise filters [1, kH, kW, O] quantized along dim 3 become [O, kH, kW, 1]
+// along axis 0), QUANTIZE / DEQUANTIZE of activations are Quantize / Dequantize nodes, fused
+// RELU / RELU6 stay fused (they clamp in the quantized domain), and an int8 constant behind a
+// DEQUANTIZE (weights-only quantization) is folded to a float32 constant like float16 weights.
+// Quantization parameters are checked (one zero point per scale, scales positive and finite,
+// zero points inside the type, per-channel sizes, int8 symmetric weights, int32 biases).
 #pragma once
 
 #include <cstdint>

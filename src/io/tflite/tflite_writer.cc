@@ -43,6 +43,10 @@ Error unsupported(const ir::Node& n, const std::string& msg) {
 
 struct OpSignature {
   std::vector<fb::TensorType> input_types;
+  fb::TensorType output_type = fb::TensorType::FLOAT32;
+  bool input_per_channel = false;  // the first input has per-channel quantization (DEQUANTIZE)
+  bool bias_omitted = false;       // FULLY_CONNECTED without its third input
+  double mul_ratio = 0;            // int8 MUL: s_in1 * s_in2 / s_out
   std::vector<size_t> input_ranks;
   bool inputs_broadcast = false;  // the first two inputs differ in shape
   bool dilated = false;           // DEPTHWISE_CONV_2D with a dilation != 1
@@ -54,8 +58,42 @@ size_t max_rank(const OpSignature& s) {
   return s.input_ranks.empty() ? 0 : *std::max_element(s.input_ranks.begin(), s.input_ranks.end());
 }
 
+// Versions of ops on int8 (full-integer) operands, TFLite's op_version rules for them.
+int int8_op_version(BuiltinOp op, const OpSignature& s) {
+  switch (op) {
+    case BuiltinOp::kConv2d:
+      return s.grouped ? 6 : 3;
+    case BuiltinOp::kDepthwiseConv2d:
+      return 3;
+    case BuiltinOp::kFullyConnected:
+      return s.bias_omitted ? 6 : s.keep_num_dims ? 5 : 4;
+    case BuiltinOp::kMul:
+      return s.mul_ratio >= 1.0 ? 3 : 2;
+    case BuiltinOp::kDequantize:
+      return s.input_per_channel ? 5 : 2;
+    case BuiltinOp::kPad:
+    case BuiltinOp::kPadV2:
+      return s.input_ranks.at(0) > 4 ? 4 : 2;
+    case BuiltinOp::kTranspose:
+      return s.input_ranks.at(0) > 5 ? 6 : s.input_ranks.at(0) > 4 ? 4 : 2;
+    case BuiltinOp::kAdd:
+    case BuiltinOp::kAveragePool2d:
+    case BuiltinOp::kMaxPool2d:
+    case BuiltinOp::kConcatenation:
+    case BuiltinOp::kLogistic:
+    case BuiltinOp::kSoftmax:
+    case BuiltinOp::kMean:
+    case BuiltinOp::kRelu:
+    case BuiltinOp::kRelu6:
+      return 2;
+    default:  // RESHAPE, QUANTIZE, HARD_SWISH
+      return 1;
+  }
+}
+
 int op_version(BuiltinOp op, const OpSignature& s) {
   const bool wide_broadcast = s.inputs_broadcast && max_rank(s) > 4;
+  if (!s.input_types.empty() && s.input_types[0] == fb::TensorType::INT8) return int8_op_version(op, s);
   switch (op) {
     case BuiltinOp::kConv2d:
       return s.grouped ? 6 : 1;
@@ -94,14 +132,19 @@ constexpr RuntimeVersion kMinRuntime[] = {
     {BuiltinOp::kBatchMatMul, 1, "2.3.0"},
     {BuiltinOp::kConcatenation, 1, "1.5.0"},
     {BuiltinOp::kConv2d, 1, "1.5.0"},
+    {BuiltinOp::kConv2d, 3, "1.14.0"},
     {BuiltinOp::kConv2d, 6, "2.9.0"},
     {BuiltinOp::kDepthwiseConv2d, 1, "1.5.0"},
     {BuiltinOp::kDepthwiseConv2d, 2, "1.12.0"},
+    {BuiltinOp::kDepthwiseConv2d, 3, "1.14.0"},
     {BuiltinOp::kDequantize, 1, "1.13.1"},
+    {BuiltinOp::kDequantize, 2, "1.14.0"},
     {BuiltinOp::kDequantize, 3, "1.15.0"},
+    {BuiltinOp::kDequantize, 5, "2.7.0"},
     {BuiltinOp::kDiv, 1, "1.6.0"},
     {BuiltinOp::kDiv, 2, "2.3.0"},
     {BuiltinOp::kFullyConnected, 1, "1.5.0"},
+    {BuiltinOp::kFullyConnected, 4, "1.14.0"},
     {BuiltinOp::kFullyConnected, 5, "2.0.0"},
     {BuiltinOp::kHardSwish, 1, "1.15.0"},
     {BuiltinOp::kLeakyRelu, 1, "1.13.1"},
@@ -113,6 +156,17 @@ constexpr RuntimeVersion kMinRuntime[] = {
     {BuiltinOp::kMinimum, 1, "1.14.0"},
     {BuiltinOp::kMinimum, 3, "2.3.0"},
     {BuiltinOp::kMul, 1, "1.5.0"},
+    {BuiltinOp::kMul, 2, "1.14.0"},
+    {BuiltinOp::kMul, 3, "1.15.0"},
+    {BuiltinOp::kQuantize, 1, "1.14.0"},
+    {BuiltinOp::kAdd, 2, "1.14.0"},
+    {BuiltinOp::kAveragePool2d, 2, "1.14.0"},
+    {BuiltinOp::kMaxPool2d, 2, "1.14.0"},
+    {BuiltinOp::kLogistic, 2, "1.14.0"},
+    {BuiltinOp::kSoftmax, 2, "1.14.0"},
+    {BuiltinOp::kMean, 2, "1.14.0"},
+    {BuiltinOp::kPad, 2, "1.14.0"},
+    {BuiltinOp::kConcatenation, 2, "1.14.0"},
     {BuiltinOp::kPad, 1, "1.5.0"},
     {BuiltinOp::kPad, 4, "2.6.0"},
     {BuiltinOp::kPadV2, 1, "1.9.0"},
@@ -198,6 +252,7 @@ struct TensorRecord {
   std::vector<int32_t> shape;
   std::vector<int32_t> signature;  // empty when every dim is static
   uint32_t buffer = 0;
+  std::optional<ir::QuantParams> quant;  // axis = quantized_dimension
 };
 
 struct OperatorRecord {
@@ -253,9 +308,15 @@ class Exporter {
   void alias(ValueId v, ValueId to) { tensor_of_[static_cast<size_t>(v)] = tensor(to); }
   // An intermediate float32 tensor of the writer's own lowering.
   int32_t scratch(const std::string& name, const ValueShape& shape);
+  // An intermediate of the writer's own lowering with the type and quantization of tensor `like`.
+  int32_t scratch_like(const std::string& name, const ValueShape& shape, int32_t like);
   // A weight derived from an IR constant (a transposed filter, a zero bias): float16 like every
-  // weight when asked to.
-  int32_t weight(const std::string& name, const Tensor& t);
+  // weight when asked to; with dynamic int8 weights, quantized per channel along `channel_axis`.
+  int32_t weight(const std::string& name, const Tensor& t, int channel_axis = 0);
+  // A quantized integer constant (int8 filter, int32 bias) with its params.
+  int32_t quantized_constant(const std::string& name, const Tensor& t, const ir::QuantParams& q);
+  const TensorRecord& record(int32_t t) const { return tensors_.at(static_cast<size_t>(t)); }
+  bool is_quantized(int32_t t) const { return record(t).quant.has_value(); }
   int32_t int32_constant(const std::string& name, const std::vector<int32_t>& values,
                          const Dims& dims);
   // A float32 scalar of the writer's lowering (shape [1]), never stored as float16.
@@ -290,7 +351,8 @@ class Exporter {
   void resolve_batch();
   int32_t add_tensor(TensorRecord t);
   uint32_t add_buffer(const uint8_t* data, size_t size);
-  int32_t constant_tensor(const std::string& name, const Tensor& t, bool is_weight);
+  int32_t constant_tensor(const std::string& name, const Tensor& t, bool is_weight, int channel_axis = 0);
+  int32_t dynamic_int8_weight(const std::string& name, const Tensor& data, int channel_axis);
   void emit_nodes();
   fbs::Offset<fb::SubGraph> finish_subgraph(
       fbs::Offset<fbs::Vector<fbs::Offset<fb::Operator>>> operators);
@@ -384,19 +446,67 @@ std::vector<int32_t> shape_i32(const Dims& dims, const std::string& name) {
   return s;
 }
 
-int32_t Exporter::constant_tensor(const std::string& name, const Tensor& t, bool is_weight) {
+int32_t Exporter::dynamic_int8_weight(const std::string& name, const Tensor& data, int channel_axis) {
+  // Symmetric per-channel int8 along channel_axis, then DEQUANTIZE to float32.
+  const Dims& dims = data.shape();
+  const int64_t channels = dims.at(static_cast<size_t>(channel_axis));
+  int64_t inner = 1;
+  for (size_t i = static_cast<size_t>(channel_axis) + 1; i < dims.size(); ++i) inner *= dims[i];
+  const int64_t outer = data.numel() / (channels * inner);
+  auto src = data.values<float>();
+  std::vector<float> amax(static_cast<size_t>(channels), 0.0f);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t i = 0; i < inner; ++i) {
+        float v = std::abs(src[static_cast<size_t>((o * channels + c) * inner + i)]);
+        if (std::isfinite(v)) amax[static_cast<size_t>(c)] = std::max(amax[static_cast<size_t>(c)], v);
+      }
+  ir::QuantParams q;
+  q.axis = channel_axis;
+  for (float a : amax) q.scale.push_back(a > 0.0f ? a / 127.0f : 1.0f);
+  q.zero_point.assign(q.scale.size(), 0);
+  std::vector<int8_t> values(static_cast<size_t>(data.numel()));
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t i = 0; i < inner; ++i) {
+        const size_t k = static_cast<size_t>((o * channels + c) * inner + i);
+        const double r = std::round(static_cast<double>(src[k]) / q.scale[static_cast<size_t>(c)]);
+        values[k] = static_cast<int8_t>(std::isnan(r) ? 0.0 : std::clamp(r, -127.0, 127.0));
+      }
+  TensorRecord rec{name, fb::TensorType::INT8, shape_i32(dims, name), {}, 0, q};
+  rec.buffer = add_buffer(reinterpret_cast<const uint8_t*>(values.data()), values.size());
+  int32_t stored = add_tensor(std::move(rec));
+  int32_t dequantized = add_tensor({name + "/dequantized", fb::TensorType::FLOAT32, shape_i32(dims, name), {}, 0, {}});
+  op(BuiltinOp::kDequantize, {stored}, {dequantized});
+  return dequantized;
+}
+
+int32_t Exporter::quantized_constant(const std::string& name, const Tensor& t, const ir::QuantParams& q) {
+  auto type = tensor_type_for(t.dtype());
+  if (!type || is_float(t.dtype()))
+    throw Error("quantized constant of dtype " + std::string(dtype_name(t.dtype())) + " has no TFLite type", ErrorKind::kUnsupported)
+        .tensor(name);
+  TensorRecord rec{name, *type, shape_i32(t.shape(), name), {}, 0, q};
+  rec.buffer = add_buffer(t.raw(), t.nbytes());
+  return add_tensor(std::move(rec));
+}
+
+int32_t Exporter::constant_tensor(const std::string& name, const Tensor& t, bool is_weight, int channel_axis) {
   // Activations are float32, so float operands are too, whatever precision the IR kept them in.
   Tensor data = is_float(t.dtype()) ? t.to(DType::kFloat32) : t;
+  if (is_weight && options_.weights == WeightFormat::kInt8Dynamic && data.dtype() == DType::kFloat32 &&
+      data.rank() >= 2 && data.numel() >= kDynamicMinElements)
+    return dynamic_int8_weight(name, data, channel_axis);
   if (is_weight && options_.weights == WeightFormat::kFloat16 && data.dtype() == DType::kFloat32) {
     std::vector<uint16_t> half(static_cast<size_t>(data.numel()));
     auto src = data.values<float>();
     for (size_t i = 0; i < half.size(); ++i)
       half[i] = f32_to_f16(std::clamp(src[i], -kFloat16Max, kFloat16Max));
-    TensorRecord fp16{name, fb::TensorType::FLOAT16, shape_i32(data.shape(), name), {}, 0};
+    TensorRecord fp16{name, fb::TensorType::FLOAT16, shape_i32(data.shape(), name), {}, 0, {}};
     fp16.buffer = add_buffer(reinterpret_cast<const uint8_t*>(half.data()), half.size() * 2);
     int32_t stored = add_tensor(std::move(fp16));
     int32_t dequantized = add_tensor(
-        {name + "/dequantized", fb::TensorType::FLOAT32, shape_i32(data.shape(), name), {}, 0});
+        {name + "/dequantized", fb::TensorType::FLOAT32, shape_i32(data.shape(), name), {}, 0, {}});
     op(BuiltinOp::kDequantize, {stored}, {dequantized});
     return dequantized;
   }
@@ -406,7 +516,7 @@ int32_t Exporter::constant_tensor(const std::string& name, const Tensor& t, bool
         "constant of dtype " + std::string(dtype_name(data.dtype())) + " has no TFLite type",
         ErrorKind::kUnsupported)
         .tensor(name);
-  TensorRecord rec{name, *type, shape_i32(data.shape(), name), {}, 0};
+  TensorRecord rec{name, *type, shape_i32(data.shape(), name), {}, 0, {}};
   rec.buffer = add_buffer(data.raw(), data.nbytes());
   return add_tensor(std::move(rec));
 }
@@ -417,7 +527,8 @@ int32_t Exporter::tensor(ValueId v) {
   const ir::Value& val = g_.value(v);
   if (!val.is_constant())
     throw Error("value used before it is produced", ErrorKind::kInternal).tensor(val.name);
-  t = constant_tensor(val.name, val.constant, /*is_weight=*/true);
+  t = val.quant ? quantized_constant(val.name, val.constant, *val.quant)
+                : constant_tensor(val.name, val.constant, /*is_weight=*/true);
   return t;
 }
 
@@ -425,18 +536,32 @@ int32_t Exporter::output_tensor(ValueId v) {
   const ir::Value& val = g_.value(v);
   if (tensor_of_[static_cast<size_t>(v)] != kOmitted)
     throw Error("value written twice", ErrorKind::kInternal).tensor(val.name);
-  if (val.dtype != DType::kFloat32)
-    throw Error(
-        "TFLite export writes float32 graphs; this tensor is " + std::string(dtype_name(val.dtype)),
-        ErrorKind::kUnsupported)
+  const bool quantized = (val.dtype == DType::kInt8 || val.dtype == DType::kUInt8) && val.quant;
+  if (val.dtype != DType::kFloat32 && !quantized)
+    throw Error("TFLite export writes float32 and quantized int8/uint8 activations; this tensor is " +
+                    std::string(dtype_name(val.dtype)) + (val.quant ? "" : " without quantization parameters"),
+                ErrorKind::kUnsupported)
         .tensor(val.name);
+  if (quantized && val.quant->per_channel())
+    throw Error("activations must have per-tensor quantization", ErrorKind::kUnsupported).tensor(val.name);
   int32_t t = scratch(val.name, shape_of(v));
+  if (quantized) {
+    tensors_[static_cast<size_t>(t)].type = val.dtype == DType::kInt8 ? fb::TensorType::INT8 : fb::TensorType::UINT8;
+    tensors_[static_cast<size_t>(t)].quant = val.quant;
+  }
   tensor_of_[static_cast<size_t>(v)] = t;
   return t;
 }
 
+int32_t Exporter::scratch_like(const std::string& name, const ValueShape& shape, int32_t like) {
+  int32_t t = scratch(name, shape);
+  tensors_[static_cast<size_t>(t)].type = record(like).type;
+  tensors_[static_cast<size_t>(t)].quant = record(like).quant;
+  return t;
+}
+
 int32_t Exporter::scratch(const std::string& name, const ValueShape& shape) {
-  TensorRecord rec{name, fb::TensorType::FLOAT32, shape_i32(shape.dims, name), {}, 0};
+  TensorRecord rec{name, fb::TensorType::FLOAT32, shape_i32(shape.dims, name), {}, 0, {}};
   if (std::find(shape.dynamic.begin(), shape.dynamic.end(), true) != shape.dynamic.end()) {
     rec.signature = rec.shape;
     for (size_t i = 0; i < shape.dynamic.size(); ++i)
@@ -445,13 +570,13 @@ int32_t Exporter::scratch(const std::string& name, const ValueShape& shape) {
   return add_tensor(std::move(rec));
 }
 
-int32_t Exporter::weight(const std::string& name, const Tensor& t) {
-  return constant_tensor(name, t, true);
+int32_t Exporter::weight(const std::string& name, const Tensor& t, int channel_axis) {
+  return constant_tensor(name, t, true, channel_axis);
 }
 
 int32_t Exporter::int32_constant(const std::string& name, const std::vector<int32_t>& values,
                                  const Dims& dims) {
-  TensorRecord rec{name, fb::TensorType::INT32, shape_i32(dims, name), {}, 0};
+  TensorRecord rec{name, fb::TensorType::INT32, shape_i32(dims, name), {}, 0, {}};
   rec.buffer =
       add_buffer(reinterpret_cast<const uint8_t*>(values.data()), values.size() * sizeof(int32_t));
   return add_tensor(std::move(rec));
@@ -476,12 +601,23 @@ void Exporter::op(BuiltinOp op, std::vector<int32_t> inputs, std::vector<int32_t
   if (inputs.size() >= 2 && inputs[0] != kOmitted && inputs[1] != kOmitted)
     sig.inputs_broadcast = tensors_[static_cast<size_t>(inputs[0])].shape !=
                            tensors_[static_cast<size_t>(inputs[1])].shape;
+  if (!outputs.empty()) sig.output_type = record(outputs[0]).type;
+  if (!inputs.empty() && inputs[0] != kOmitted && record(inputs[0]).quant)
+    sig.input_per_channel = record(inputs[0]).quant->scale.size() > 1;
+  sig.bias_omitted = op == BuiltinOp::kFullyConnected && (inputs.size() < 3 || inputs[2] == kOmitted);
+  if (op == BuiltinOp::kMul && inputs.size() == 2 && record(inputs[0]).quant && record(inputs[1]).quant &&
+      !outputs.empty() && record(outputs[0]).quant)
+    sig.mul_ratio = static_cast<double>(record(inputs[0]).quant->scale[0]) * record(inputs[1]).quant->scale[0] /
+                    record(outputs[0]).quant->scale[0];
   versions_.push_back(op_version(op, sig));
   operators_.push_back({op, std::move(inputs), std::move(outputs), options_type, options});
 }
 
 int32_t Exporter::activation_target(const ir::Node& n, ir::Activation act) {
   if (fusable(act)) return output_tensor(n.outputs[0]);
+  if (g_.value(n.outputs[0]).quant)
+    throw unsupported(n, "an int8 op can only fuse ReLU or ReLU6")
+        .hint("quant::prepare_for_int8 splits other activations off before quantization");
   return scratch(g_.value(n.outputs[0]).name + "/pre_activation", shape_of(n.outputs[0]));
 }
 
@@ -532,7 +668,27 @@ int32_t Exporter::pad(int32_t in, const ValueShape& in_shape, const std::vector<
     out.dims[i] += begins[i] + ends[i];
   }
   int32_t padding_t = int32_constant(name + "/paddings", paddings, {static_cast<int64_t>(r), 2});
-  if (out_t == kOmitted) out_t = scratch(name, out);
+  if (out_t == kOmitted) out_t = scratch_like(name, out, in);
+  if (const auto& q = record(in).quant) {
+    // Quantized: PAD fills with the zero point (real 0); any other value is a PADV2 operand in
+    // the input's own params, saturated to its type (-FLT_MAX becomes the lowest level).
+    if (value == 0.0f) {
+      op(BuiltinOp::kPad, {in, padding_t}, {out_t}, fb::BuiltinOptions::PadOptions, fb::CreatePadOptions(fbb_).Union());
+      return out_t;
+    }
+    const bool is_u8 = record(in).type == fb::TensorType::UINT8;
+    const double level = std::clamp(std::round(static_cast<double>(value) / q->scale[0]) + static_cast<double>(q->zero_point[0]),
+                                    is_u8 ? 0.0 : -128.0, is_u8 ? 255.0 : 127.0);
+    Tensor v = Tensor::empty(is_u8 ? DType::kUInt8 : DType::kInt8, {1});
+    if (is_u8)
+      v.data_mutable<uint8_t>()[0] = static_cast<uint8_t>(level);
+    else
+      v.data_mutable<int8_t>()[0] = static_cast<int8_t>(level);
+    int32_t value_t = quantized_constant(name + "/value", v, ir::QuantParams{{q->scale[0]}, {q->zero_point[0]}, 0});
+    op(BuiltinOp::kPadV2, {in, padding_t, value_t}, {out_t}, fb::BuiltinOptions::PadV2Options,
+       fb::CreatePadV2Options(fbb_).Union());
+    return out_t;
+  }
   if (value == 0.0f) {
     op(BuiltinOp::kPad, {in, padding_t}, {out_t}, fb::BuiltinOptions::PadOptions,
        fb::CreatePadOptions(fbb_).Union());
@@ -646,10 +802,11 @@ void emit_conv(Exporter& e, const ir::Node& n) {
       plan_padding(windows(xs, ys, a.kernel, a.strides, a.dilations, a.pads), PadSemantics::kZeros);
   int32_t x = apply_plan(e, n, *plan, 0.0f);
   const std::string& name = e.value(n.outputs[0]).name;
-  int32_t bias = n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue
-                     ? e.tensor(n.inputs[2])
-                     // TFLite's convolution kernels require a bias; the converter writes zeros too.
-                     : e.weight(name + "/bias", Tensor::zeros(DType::kFloat32, {out_channels}));
+  const bool has_bias = n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue;
+  if (w.quant && !has_bias) throw unsupported(n, "an int8 convolution needs its int32 bias");
+  int32_t bias = has_bias ? e.tensor(n.inputs[2])
+                          // TFLite's convolution kernels require a bias; the converter writes zeros too.
+                          : e.weight(name + "/bias", Tensor::zeros(DType::kFloat32, {out_channels}));
   const bool depthwise = a.groups > 1 && a.groups == in_channels && filter_channels == 1;
   int32_t out = e.activation_target(n, a.activation);
   auto act = fused_code(a.activation);
@@ -658,7 +815,11 @@ void emit_conv(Exporter& e, const ir::Node& n) {
   if (depthwise) {
     // [O, kH, kW, 1] -> [1, kH, kW, O]; output channel o reads input channel o / multiplier in
     // both layouts.
-    int32_t filter = e.weight(w.name + "/depthwise", transposed(w.constant, {3, 1, 2, 0}));
+    // Per-channel params follow the output channel, now the last dim (quantized_dimension 3).
+    int32_t filter =
+        w.quant ? e.quantized_constant(w.name + "/depthwise", transposed(w.constant, {3, 1, 2, 0}),
+                                       ir::QuantParams{w.quant->scale, w.quant->zero_point, w.quant->per_channel() ? 3 : 0})
+                : e.weight(w.name + "/depthwise", transposed(w.constant, {3, 1, 2, 0}), 3);
     auto options = fb::CreateDepthwiseConv2DOptions(
         e.fbb(), padding, to_i32(a.strides[1], "stride"), to_i32(a.strides[0], "stride"),
         to_i32(out_channels / in_channels, "depth multiplier"), act,
@@ -860,6 +1021,15 @@ void emit_prelu(Exporter& e, const ir::Node& n) {
 
 void emit_identity(Exporter& e, const ir::Node& n) { e.alias(n.outputs[0], n.inputs[0]); }
 
+void emit_quantize(Exporter& e, const ir::Node& n) {
+  e.op(BuiltinOp::kQuantize, {e.tensor(n.inputs[0])}, {e.output_tensor(n.outputs[0])},
+       fb::BuiltinOptions::QuantizeOptions, fb::CreateQuantizeOptions(e.fbb()).Union());
+}
+
+void emit_dequantize(Exporter& e, const ir::Node& n) {
+  e.op(BuiltinOp::kDequantize, {e.tensor(n.inputs[0])}, {e.output_tensor(n.outputs[0])});
+}
+
 // Reshape, Flatten, Squeeze, Unsqueeze: a RESHAPE to the output's shape.
 void emit_reshape(Exporter& e, const ir::Node& n) {
   std::vector<int32_t> target = e.reshape_target(n, n.outputs[0]);
@@ -957,6 +1127,8 @@ constexpr EmitterEntry kEmitters[] = {
     {OpKind::kSoftmax, emit_softmax},
     {OpKind::kReduceMean, emit_reduce_mean},
     {OpKind::kPad, emit_pad},
+    {OpKind::kQuantize, emit_quantize},
+    {OpKind::kDequantize, emit_dequantize},
 };
 
 // Ops with no TFLite form, and what to do instead.
@@ -980,8 +1152,8 @@ void emit_node(Exporter& e, const ir::Node& n) {
 void Exporter::emit_nodes() {
   for (ValueId in : g_.inputs()) {
     const ir::Value& v = g_.value(in);
-    if (v.dtype != DType::kFloat32)
-      throw Error("TFLite export needs float32 inputs", ErrorKind::kUnsupported).tensor(v.name);
+    if (v.dtype != DType::kFloat32 && !((v.dtype == DType::kInt8 || v.dtype == DType::kUInt8) && v.quant))
+      throw Error("TFLite export needs float32 inputs (or quantized int8/uint8 ones)", ErrorKind::kUnsupported).tensor(v.name);
     output_tensor(in);
   }
   for (const ir::Node& n : g_.nodes()) {
@@ -1027,16 +1199,39 @@ fbs::Offset<fbs::Vector<fbs::Offset<fb::OperatorCode>>> Exporter::finish_operato
 fbs::Offset<fb::SubGraph> Exporter::finish_subgraph(
     fbs::Offset<fbs::Vector<fbs::Offset<fb::Operator>>> operators) {
   std::vector<fbs::Offset<fb::Tensor>> tensors;
+  // Per-channel zero points are all zero for weights and biases: one shared vector per length
+  // (FlatBuffers lets tables point at the same vector), which keeps the per-channel params of a
+  // thin model from costing ~5% of its size.
+  std::map<size_t, fbs::Offset<fbs::Vector<int64_t>>> zero_vectors;
   for (const TensorRecord& t : tensors_) {
     auto shape = fbb_.CreateVector(t.shape);
     auto name = fbb_.CreateString(t.name);
     auto signature = t.signature.empty() ? 0 : fbb_.CreateVector(t.signature);
+    fbs::Offset<fb::QuantizationParameters> quant = 0;
+    if (t.quant) {
+      auto scale = fbb_.CreateVector(t.quant->scale);
+      const auto& zp = t.quant->zero_point;
+      const bool zeros = std::all_of(zp.begin(), zp.end(), [](int64_t z) { return z == 0; });
+      fbs::Offset<fbs::Vector<int64_t>> zero_point;
+      if (zeros && zero_vectors.count(zp.size())) {
+        zero_point = zero_vectors[zp.size()];
+      } else {
+        zero_point = fbb_.CreateVector(zp);
+        if (zeros) zero_vectors[zp.size()] = zero_point;
+      }
+      fb::QuantizationParametersBuilder qb(fbb_);
+      qb.add_scale(scale);
+      qb.add_zero_point(zero_point);
+      qb.add_quantized_dimension(t.quant->axis);
+      quant = qb.Finish();
+    }
     fb::TensorBuilder tb(fbb_);
     tb.add_shape(shape);
     tb.add_type(t.type);
     tb.add_buffer(t.buffer);
     tb.add_name(name);
     if (!t.signature.empty()) tb.add_shape_signature(signature);
+    if (t.quant) tb.add_quantization(quant);
     tb.add_has_rank(true);
     tensors.push_back(tb.Finish());
   }

@@ -1,5 +1,10 @@
 // NHWC IR -> TFLite flatbuffer (schema version 3, file identifier "TFL3").
 //
+// Full-integer graphs (quant::quantize_int8's output) are written as they are: INT8/UINT8/INT32
+// tensors carry QuantizationParameters (per-channel filters with quantized_dimension 0, depthwise
+// filters re-laid out to [1, kH, kW, O] with quantized_dimension 3), Quantize/Dequantize become
+// QUANTIZE/DEQUANTIZE, and op versions are the int8 ones.
+//
 // Input contract (what convert_to_nhwc produces): Conv and pools in NHWC layout with weights
 // [O, kH, kW, I/groups]; activations rank <= 4 with static sizes except a dynamic batch (dim 0 of
 // the graph inputs), written as 1 in `shape` and -1 in `shape_signature`. Every node maps through
@@ -26,7 +31,14 @@ enum class WeightFormat : uint8_t {
   // FLOAT16 and followed by a DEQUANTIZE to float32, the form of TFLite's float16 quantization.
   // Values beyond the float16 range are clamped to +-65504.
   kFloat16,
+  // Weights-only int8 ("dynamic range"): every float filter and fully connected weight (rank >= 2
+  // with at least kDynamicMinElements values) is stored as INT8, symmetric per output channel
+  // (quantized_dimension 0, or 3 for depthwise filters), and followed by a DEQUANTIZE to float32;
+  // biases and small operands stay float32, activations are float32.
+  kInt8Dynamic,
 };
+
+inline constexpr int64_t kDynamicMinElements = 1024;
 
 struct TfliteWriteOptions {
   WeightFormat weights = WeightFormat::kFloat32;

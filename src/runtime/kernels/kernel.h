@@ -38,7 +38,7 @@ class Kernel {
 enum class KernelBackend : uint8_t { kNative, kXnnpack, kReference };
 
 // What a factory sees: the planned (NHWC, optimised) graph with its declared shapes, which may
-// hold dynamic dims; constants are float32.
+// hold dynamic dims; constants are float32 except quantized ones (int8 weights, int32 biases).
 struct KernelRequest {
   const ir::Graph& graph;
   const ir::Node& node;
@@ -70,6 +70,7 @@ void register_native_kernels(KernelRegistry& r);
 void register_xnn_conv_kernels(KernelRegistry& r);
 void register_xnn_pool_kernels(KernelRegistry& r);
 void register_xnn_elementwise_kernels(KernelRegistry& r);
+void register_xnn_int8_kernels(KernelRegistry& r);
 
 // The dtype a node's kernel is chosen by: its first input's.
 DType kernel_dtype(const ir::Graph& g, const ir::Node& n);

@@ -11,6 +11,7 @@ KernelRegistry& KernelRegistry::instance() {
     register_xnn_conv_kernels(*r);
     register_xnn_pool_kernels(*r);
     register_xnn_elementwise_kernels(*r);
+    register_xnn_int8_kernels(*r);
     register_reference_kernels(*r);
     return r;
   }();

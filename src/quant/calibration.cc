@@ -1,0 +1,205 @@
+#include "quant/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+#include <limits>
+
+#include "core/error.h"
+
+namespace modex::quant {
+
+std::string_view calibration_method_name(CalibrationMethod m) {
+  switch (m) {
+    case CalibrationMethod::kMinMax: return "minmax";
+    case CalibrationMethod::kPercentile: return "percentile";
+    case CalibrationMethod::kEntropy: return "entropy";
+  }
+  return "?";
+}
+
+CalibrationMethod parse_calibration_method(std::string_view name) {
+  for (CalibrationMethod m : {CalibrationMethod::kMinMax, CalibrationMethod::kPercentile, CalibrationMethod::kEntropy})
+    if (calibration_method_name(m) == name) return m;
+  throw Error("unknown calibration method '" + std::string(name) + "'").hint("use minmax, percentile or entropy");
+}
+
+RangeObserver::RangeObserver(const ObserverOptions& options)
+    : options_(options), min_(std::numeric_limits<float>::infinity()), max_(-std::numeric_limits<float>::infinity()) {
+  if (options_.bins < 16 || options_.bins % 2) throw Error("histogram bins must be an even number >= 16", ErrorKind::kInternal);
+  if (options_.method != CalibrationMethod::kMinMax) hist_.assign(static_cast<size_t>(options_.bins), 0);
+}
+
+size_t histogram_stride(size_t n) {
+  static constexpr size_t kPrimes[] = {11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97};
+  if (n <= kHistogramSample) return 1;
+  const size_t want = n / kHistogramSample;
+  for (size_t p : kPrimes)
+    if (p >= want) return p;
+  return kPrimes[std::size(kPrimes) - 1];
+}
+
+void RangeObserver::grow_to(double amax) {
+  if (hist_max_ == 0.0) {
+    // Everything so far was zero (bin 0 holds it at any width).
+    hist_max_ = amax;
+    return;
+  }
+  const size_t half = hist_.size() / 2;
+  while (hist_max_ < amax) {
+    for (size_t i = 0; i < half; ++i) hist_[i] = hist_[2 * i] + hist_[2 * i + 1];
+    std::fill(hist_.begin() + static_cast<std::ptrdiff_t>(half), hist_.end(), 0);
+    hist_max_ *= 2.0;
+  }
+}
+
+void RangeObserver::observe(std::span<const float> values) {
+  // One branch-free pass for the extremes (NaN compares false and is skipped); the slow path
+  // that drops non-finite values runs only when an infinity showed up.
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  for (float v : values) {
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  int64_t n = static_cast<int64_t>(values.size());
+  if (!std::isfinite(lo) || !std::isfinite(hi)) {
+    lo = std::numeric_limits<float>::infinity();
+    hi = -lo;
+    n = 0;
+    for (float v : values) {
+      if (!std::isfinite(v)) continue;  // an inf/NaN activation must not blow the range up
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      ++n;
+    }
+  }
+  if (n == 0) return;
+  min_ = std::min(min_, lo);
+  max_ = std::max(max_, hi);
+  count_ += n;
+  if (hist_.empty()) return;
+  const double amax = std::max(std::abs(static_cast<double>(lo)), std::abs(static_cast<double>(hi)));
+  if (amax > hist_max_) grow_to(amax);
+  if (hist_max_ == 0.0) {
+    hist_[0] += static_cast<uint64_t>(n);
+    return;
+  }
+  const float per_bin = static_cast<float>(static_cast<double>(hist_.size()) / hist_max_);
+  const float last = static_cast<float>(hist_.size() - 1);
+  uint64_t* h = hist_.data();
+  // The histogram estimates a distribution: a large tensor contributes an evenly spread sample of
+  // at most ~kHistogramSample values per call. The stride is a prime >= 11, so it does not keep
+  // landing on the same few channels of an NHWC tensor (channel counts are products of 2, 3, 5, 7).
+  const size_t stride = histogram_stride(values.size());
+  const size_t weight = stride;  // each sampled value stands for `stride` values
+  for (size_t i = 0; i < values.size(); i += stride) {
+    float b = std::abs(values[i]) * per_bin;
+    if (!(b < last)) b = last;  // the top edge, infinities and NaN (dropped from the extremes)
+    h[static_cast<size_t>(b)] += weight;
+  }
+}
+
+double percentile_threshold(std::span<const uint64_t> hist, double hist_max, double percentile) {
+  uint64_t total = 0;
+  for (uint64_t c : hist) total += c;
+  if (total == 0) return hist_max;
+  const double want = std::clamp(percentile, 0.0, 100.0) / 100.0 * static_cast<double>(total);
+  const double width = hist_max / static_cast<double>(hist.size());
+  double cum = 0;
+  for (size_t i = 0; i < hist.size(); ++i) {
+    cum += static_cast<double>(hist[i]);
+    if (cum >= want) return static_cast<double>(i + 1) * width;
+  }
+  return hist_max;
+}
+
+double entropy_threshold(std::span<const uint64_t> hist, double hist_max, int levels, int stride) {
+  const size_t bins = hist.size();
+  const size_t nlev = static_cast<size_t>(std::max(levels, 2));
+  stride = std::max(stride, 1);
+  if (bins <= nlev) return hist_max;
+  uint64_t total = 0;
+  for (uint64_t c : hist) total += c;
+  if (total == 0) return hist_max;
+  const double width = hist_max / static_cast<double>(bins);
+
+  std::vector<double> p, q;
+  double best_kl = std::numeric_limits<double>::infinity();
+  size_t best = bins;
+  std::vector<size_t> candidates;
+  for (size_t i = nlev; i < bins; i += static_cast<size_t>(stride)) candidates.push_back(i);
+  candidates.push_back(bins);
+  for (size_t i : candidates) {
+    // P: the first i bins, everything beyond folded into the last (clipping saturates there).
+    p.assign(hist.begin(), hist.begin() + static_cast<std::ptrdiff_t>(i));
+    double tail = 0;
+    for (size_t j = i; j < bins; ++j) tail += static_cast<double>(hist[j]);
+    p[i - 1] += tail;
+    // Q: the clipped histogram *without* the folded tail, merged into nlev levels, each level's
+    // mass spread over the bins P occupies there. The tail P carries and Q lacks is what makes
+    // clipping too tightly expensive; the merging is what makes clipping too loosely expensive.
+    q.assign(i, 0.0);
+    for (size_t l = 0; l < nlev; ++l) {
+      const size_t begin = l * i / nlev, end = (l + 1) * i / nlev;
+      double mass = 0;
+      size_t used = 0;
+      for (size_t j = begin; j < end; ++j) {
+        mass += static_cast<double>(hist[j]);
+        used += p[j] > 0;
+      }
+      if (!used) continue;
+      const double each = mass / static_cast<double>(used);
+      for (size_t j = begin; j < end; ++j)
+        if (p[j] > 0) q[j] = each;
+    }
+    double q_total = 0;
+    for (size_t j = 0; j < i; ++j) q_total += q[j];
+    if (q_total <= 0) continue;
+    // KL(P || Q) of the normalised distributions; a bin Q misses gets a small floor instead of
+    // an infinite penalty.
+    double kl = 0;
+    const double p_inv = 1.0 / static_cast<double>(total), q_inv = 1.0 / q_total;
+    constexpr double kFloor = 1e-4;
+    for (size_t j = 0; j < i; ++j) {
+      if (p[j] <= 0) continue;
+      const double pj = p[j] * p_inv;
+      const double qj = std::max(q[j] * q_inv, kFloor * pj);
+      kl += pj * std::log(pj / qj);
+    }
+    if (kl < best_kl) {
+      best_kl = kl;
+      best = i;
+    }
+  }
+  return static_cast<double>(best) * width;
+}
+
+TensorRange RangeObserver::range() const {
+  if (count_ == 0) return {0.0f, 0.0f};
+  if (options_.method == CalibrationMethod::kMinMax || hist_max_ == 0.0) return {min_, max_};
+  double t;
+  if (options_.method == CalibrationMethod::kPercentile) {
+    t = percentile_threshold(hist_, hist_max_, options_.percentile);
+  } else {
+    // A one-sided tensor (after ReLU, sigmoid, ...) gets all 256 int8 levels over [0, t]; a
+    // two-sided one about half of them on each side.
+    const bool one_sided = min_ >= 0.0f || max_ <= 0.0f;
+    t = entropy_threshold(hist_, hist_max_, one_sided ? 255 : 127, static_cast<int>(hist_.size() / 256));
+  }
+  const float tf = static_cast<float>(t);
+  return {std::max(min_, -tf), std::min(max_, tf)};
+}
+
+RangeObserver& RangeCollector::observer(const std::string& name) {
+  auto it = observers_.find(name);
+  if (it == observers_.end()) it = observers_.emplace(name, RangeObserver(options_)).first;
+  return it->second;
+}
+
+RangeMap RangeCollector::ranges() const {
+  RangeMap m;
+  for (const auto& [name, obs] : observers_) m[name] = obs.range();
+  return m;
+}
+
+}  // namespace modex::quant

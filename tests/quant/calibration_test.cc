@@ -1,0 +1,167 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "core/error.h"
+#include "quant/calibration.h"
+
+namespace modex::quant {
+namespace {
+
+// Mean squared error of quantizing x to 2^bits-1 levels over [-t, t] (clipping beyond).
+double clip_mse(const std::vector<float>& x, double t, int levels) {
+  const double step = 2 * t / levels;
+  double e = 0;
+  for (float v : x) {
+    double c = std::clamp(static_cast<double>(v), -t, t);
+    double q = std::round(c / step) * step;
+    e += (q - v) * (q - v);
+  }
+  return e / static_cast<double>(x.size());
+}
+
+TEST(Observer, MinMaxIsTheExtremes) {
+  RangeObserver o({.method = CalibrationMethod::kMinMax});
+  std::vector<float> a{-1.5f, 0.25f, 3.0f}, b{7.0f, -0.5f, NAN, INFINITY};
+  o.observe(a);
+  o.observe(b);
+  EXPECT_EQ(o.count(), 5);  // non-finite values ignored
+  EXPECT_FLOAT_EQ(o.range().min, -1.5f);
+  EXPECT_FLOAT_EQ(o.range().max, 7.0f);
+}
+
+TEST(Observer, NothingSeenIsAnEmptyRange) {
+  RangeObserver o({.method = CalibrationMethod::kEntropy});
+  EXPECT_EQ(o.range().min, 0.0f);
+  EXPECT_EQ(o.range().max, 0.0f);
+}
+
+TEST(Observer, HistogramGrowsWithoutLosingCounts) {
+  RangeObserver o({.method = CalibrationMethod::kPercentile, .bins = 64});
+  std::vector<float> small(1000), big(10);
+  for (size_t i = 0; i < small.size(); ++i) small[i] = static_cast<float>(i) / 1000.0f;  // [0, 1)
+  for (size_t i = 0; i < big.size(); ++i) big[i] = 5.0f + static_cast<float>(i);        // up to 14
+  o.observe(small);
+  const double first_max = o.histogram_max();
+  o.observe(big);
+  EXPECT_GE(o.histogram_max(), 14.0);
+  // Doubling: the edge is the first edge times a power of two.
+  const double ratio = o.histogram_max() / first_max;
+  EXPECT_NEAR(std::log2(ratio), std::round(std::log2(ratio)), 1e-9);
+  const auto& h = o.histogram();
+  EXPECT_EQ(std::accumulate(h.begin(), h.end(), uint64_t{0}), 1010u);
+  // Every small value sits in the bins below 1.0 after the merges.
+  const double width = o.histogram_max() / 64;
+  uint64_t below_one = 0;
+  for (size_t i = 0; static_cast<double>(i) * width < 1.0; ++i) below_one += h[i];
+  EXPECT_GE(below_one, 1000u);
+}
+
+TEST(Observer, PercentileClipsARareOutlier) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> x(100000);
+  for (float& v : x) v = u(rng);
+  x[17] = 1000.0f;  // one in 10^5
+  RangeObserver mm({.method = CalibrationMethod::kMinMax});
+  RangeObserver pc({.method = CalibrationMethod::kPercentile, .percentile = 99.99});
+  mm.observe(x);
+  pc.observe(x);
+  EXPECT_FLOAT_EQ(mm.range().max, 1000.0f);
+  // 99.99% of |x| lies below 1; one histogram bin of slack (1000 * 2 / 2048 ~ 1).
+  EXPECT_LE(pc.range().max, 1.0f + 1000.0f * 2 / 2048 + 1e-3f);
+  EXPECT_GE(pc.range().max, 0.99f);
+  EXPECT_LE(pc.range().min, -0.99f);
+}
+
+TEST(EntropyThreshold, UniformDataIsNotClipped) {
+  // A flat histogram: any clipping loses information, so the best threshold is the whole range.
+  std::vector<uint64_t> h(2048, 100);
+  EXPECT_NEAR(entropy_threshold(h, 1.0, 128, 1), 1.0, 1.0 / 2048 * 8);
+}
+
+TEST(EntropyThreshold, AllMassBelowAPointStopsThere) {
+  // Mass only in the first 300 bins (a tail of empty bins up to 2048): the threshold sits at
+  // the end of the occupied bins, not at the histogram's edge.
+  std::vector<uint64_t> h(2048, 0);
+  for (size_t i = 0; i < 300; ++i) h[i] = 1000;
+  const double t = entropy_threshold(h, 2048.0, 128, 1);
+  EXPECT_GE(t, 300.0);
+  EXPECT_LE(t, 310.0);
+}
+
+TEST(EntropyThreshold, SparseOutliersAreClipped) {
+  // 99.9% of the mass is N(0, 1), 0.1% sits near 100: min/max would spend almost every level on
+  // empty space. The KL threshold keeps the bulk and saturates the outliers.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> x(400000);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = i % 1000 == 0 ? 100.0f + n(rng) : n(rng);
+  RangeObserver o({.method = CalibrationMethod::kEntropy});
+  o.observe(x);
+  const double t = std::max(-o.range().min, o.range().max);
+  EXPECT_GT(t, 3.0);
+  EXPECT_LT(t, 10.0);
+  // and quantizes the bulk far better than min/max.
+  std::vector<float> bulk;
+  for (size_t i = 0; i < x.size(); ++i)
+    if (i % 1000) bulk.push_back(x[i]);
+  EXPECT_LT(clip_mse(bulk, t, 254), 0.01 * clip_mse(bulk, std::max(-o.min(), o.max()), 254));
+}
+
+TEST(EntropyThreshold, SmoothTailsAreClippedOnlyWhereSparse) {
+  // Laplace (b = 1) and normal (sigma = 2) data: the threshold lies inside the observed maximum
+  // (the sparsest part of the tail is given up) but beyond the bulk. KL keeps more of a smooth
+  // tail than an MSE-optimal clip would: merging bins of a slowly varying density costs little.
+  std::mt19937 rng(3);
+  std::exponential_distribution<float> e(1.0f);
+  std::bernoulli_distribution sign(0.5);
+  std::normal_distribution<float> n(0.0f, 2.0f);
+  std::vector<float> lap(400000), gau(400000);
+  for (float& v : lap) v = sign(rng) ? e(rng) : -e(rng);
+  for (float& v : gau) v = n(rng);
+  for (const auto& [x, bulk] : {std::pair{&lap, 5.0}, std::pair{&gau, 3.0 * 2.0}}) {
+    RangeObserver o({.method = CalibrationMethod::kEntropy});
+    o.observe(*x);
+    const double amax = std::max(-o.min(), o.max());
+    const double t = std::max(-o.range().min, o.range().max);
+    EXPECT_GT(t, bulk);
+    EXPECT_LT(t, amax);
+  }
+}
+
+TEST(EntropyThreshold, OneSidedTensorsKeepZero) {
+  // After a ReLU: min stays 0, the threshold clips the top only.
+  std::mt19937 rng(5);
+  std::exponential_distribution<float> e(2.0f);
+  std::vector<float> x(200000);
+  for (float& v : x) v = e(rng);
+  RangeObserver o({.method = CalibrationMethod::kEntropy});
+  o.observe(x);
+  EXPECT_GE(o.range().min, 0.0f);
+  EXPECT_LT(o.range().max, o.max());
+}
+
+TEST(Calibration, MethodNames) {
+  EXPECT_EQ(parse_calibration_method("entropy"), CalibrationMethod::kEntropy);
+  EXPECT_EQ(calibration_method_name(CalibrationMethod::kPercentile), "percentile");
+  EXPECT_THROW(parse_calibration_method("kl"), Error);
+}
+
+TEST(Calibration, CollectorKeepsOneObserverPerName) {
+  RangeCollector c({.method = CalibrationMethod::kMinMax});
+  std::vector<float> a{1, 2}, b{-3, 0};
+  c.observe("a", a);
+  c.observe("b", b);
+  c.observe("a", b);
+  RangeMap m = c.ranges();
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_FLOAT_EQ(m["a"].min, -3.0f);
+  EXPECT_FLOAT_EQ(m["a"].max, 2.0f);
+  EXPECT_FLOAT_EQ(m["b"].max, 0.0f);
+}
+
+}  // namespace
+}  // namespace modex::quant

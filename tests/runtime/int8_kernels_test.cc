@@ -1,0 +1,407 @@
+// Int8 inference: TFLite's fixed-point helpers, the reference int8 kernels against float math on
+// the dequantized operands (within one quantization step), XNNPACK's int8 kernels against the
+// reference (integers at most one apart; how often is printed), and the engine's int8 API,
+// re-planning and concurrent use. LiteRT parity is tests/oracle/test_runtime_int8.py.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "int8_test_graphs.h"
+#include "modex/runtime.h"
+#include "runtime/kernels/reference_int8.h"
+#include "runtime/reference.h"
+
+namespace modex {
+namespace {
+
+using runtime::q8::Multiplier;
+using runtime::q8::multiply_by_quantized_multiplier;
+using runtime::q8::quantize_multiplier;
+
+Tensor random_input(const ir::Value& v, uint32_t seed, int64_t batch = -1) {
+  Dims dims;
+  for (const ir::Dim& d : v.shape) dims.push_back(d.is_static() ? d.value : 1);
+  if (batch > 0) dims[0] = batch;
+  std::mt19937 rng(seed);
+  Tensor t = Tensor::empty(v.dtype, dims);
+  if (v.dtype == DType::kFloat32) {
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data_mutable<float>()[i] = d(rng);
+  } else if (v.dtype == DType::kUInt8) {
+    std::uniform_int_distribution<int> d(0, 255);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.data_mutable<uint8_t>()[i] = static_cast<uint8_t>(d(rng));
+  } else {
+    std::uniform_int_distribution<int> d(-128, 127);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.data_mutable<int8_t>()[i] = static_cast<int8_t>(d(rng));
+  }
+  return t;
+}
+
+std::vector<int64_t> ints(const Tensor& t) { return t.to_int64_vector(); }
+
+TEST(Int8FixedPoint, QuantizeMultiplier) {
+  Multiplier half = quantize_multiplier(0.5);
+  EXPECT_EQ(half.value, 1 << 30);
+  EXPECT_EQ(half.shift, 0);
+  Multiplier two = quantize_multiplier(2.0);
+  EXPECT_EQ(two.value, 1 << 30);
+  EXPECT_EQ(two.shift, 2);
+  Multiplier m = quantize_multiplier(0.75);
+  EXPECT_EQ(m.value, 1610612736);
+  EXPECT_EQ(m.shift, 0);
+  // Rounding up to 2^31 moves to the next exponent.
+  Multiplier edge = quantize_multiplier(std::nextafter(1.0, 0.0));
+  EXPECT_EQ(edge.value, 1 << 30);
+  EXPECT_EQ(edge.shift, 1);
+  EXPECT_EQ(quantize_multiplier(0.0).value, 0);
+}
+
+TEST(Int8FixedPoint, MultiplyMatchesRealArithmetic) {
+  EXPECT_EQ(multiply_by_quantized_multiplier(100, quantize_multiplier(0.5)), 50);
+  EXPECT_EQ(multiply_by_quantized_multiplier(7, quantize_multiplier(3.0)), 21);
+  // Exact halves round away from zero on the positive side.
+  EXPECT_EQ(multiply_by_quantized_multiplier(3, quantize_multiplier(0.5)), 2);
+  EXPECT_EQ(runtime::q8::rounding_divide_by_pot(5, 1), 3);
+  EXPECT_EQ(runtime::q8::rounding_divide_by_pot(-5, 1), -3);
+  EXPECT_EQ(runtime::q8::saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN), INT32_MAX);
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int32_t> xd(-1 << 20, 1 << 20);
+  std::uniform_real_distribution<double> md(1e-6, 50.0);
+  for (int i = 0; i < 20000; ++i) {
+    int32_t x = xd(rng);
+    double r = md(rng);
+    int32_t got = multiply_by_quantized_multiplier(x, quantize_multiplier(r));
+    EXPECT_LE(std::abs(static_cast<double>(got) - static_cast<double>(x) * r), 1.0)
+        << x << " * " << r;
+  }
+}
+
+// The int8 graph with every quantized tensor replaced by its real value: constants dequantized,
+// Quantize/Dequantize as identities. Run in the float reference kernels.
+ir::Graph float_shadow(const ir::Graph& q) {
+  ir::Graph g;
+  std::vector<ir::ValueId> map(q.values().size(), ir::kNoValue);
+  for (ir::ValueId in : q.inputs())
+    map[static_cast<size_t>(in)] =
+        g.add_input(q.value(in).name, DType::kFloat32, q.value(in).shape);
+  for (size_t v = 0; v < q.values().size(); ++v) {
+    const ir::Value& val = q.values()[v];
+    if (!val.is_constant()) continue;
+    std::vector<int64_t> iv = val.constant.to_int64_vector();
+    Tensor f = Tensor::empty(DType::kFloat32, val.constant.shape());
+    const int64_t channels = static_cast<int64_t>(val.quant->scale.size());
+    const int64_t inner = val.constant.numel() / std::max<int64_t>(val.constant.dim(0), 1);
+    for (size_t i = 0; i < iv.size(); ++i) {
+      size_t c = channels > 1 ? static_cast<size_t>(static_cast<int64_t>(i) / inner) : 0;
+      f.data_mutable<float>()[i] = static_cast<float>((iv[i] - val.quant->zero_point[c]) *
+                                                      static_cast<double>(val.quant->scale[c]));
+    }
+    map[v] = g.add_constant(val.name, f);
+  }
+  for (const ir::Node& n : q.nodes()) {
+    std::vector<ir::ValueId> ins;
+    for (ir::ValueId v : n.inputs) ins.push_back(map[static_cast<size_t>(v)]);
+    bool identity = n.op == ir::OpKind::kQuantize || n.op == ir::OpKind::kDequantize;
+    map[static_cast<size_t>(n.outputs[0])] =
+        g.add_node1(identity ? ir::OpKind::kIdentity : n.op,
+                    identity ? ir::OpAttrs(ir::NoAttrs{}) : n.attrs, ins, n.name);
+  }
+  for (ir::ValueId o : q.outputs()) g.add_output(map[static_cast<size_t>(o)]);
+  return g;
+}
+
+Tensor dequantized(const Tensor& t, const ir::Value& v) {
+  if (!v.quant) return t.to(DType::kFloat32);
+  Tensor f = Tensor::empty(DType::kFloat32, t.shape());
+  runtime::q8::dequantize(t, {v.quant->scale[0], static_cast<int32_t>(v.quant->zero_point[0])}, f);
+  return f;
+}
+
+// Single-op cases (and the binary ops on two inputs): the reference int8 result is the float result
+// on the dequantized operands, quantized with the output's params, within one step (HardSwish:
+// TFLite's 16-bit approximation, two steps).
+TEST(Int8Reference, MatchesFloatMathOnDequantizedOperands) {
+  for (auto& c : test::int8_cases()) {
+    if (c.graph.nodes().size() != 1) continue;  // chains accumulate rounding
+    SCOPED_TRACE(c.name);
+    const ir::Value& in = c.graph.value(c.graph.inputs()[0]);
+    const ir::Value& out = c.graph.value(c.graph.outputs()[0]);
+    Tensor x = random_input(in, 7);
+    Tensor q = runtime::run_reference(c.graph, {x})[0];
+    Tensor f = runtime::run_reference(float_shadow(c.graph), {dequantized(x, in)})[0];
+    ASSERT_EQ(q.numel(), f.numel());
+    const float step = out.quant ? out.quant->scale[0] : 0.0f;
+    Tensor qf = dequantized(q, out);
+    const double tolerance = c.name == "hard_swish" ? 2.0 : 1.0;
+    int64_t off = 0;
+    for (int64_t i = 0; i < q.numel(); ++i) {
+      float want = f.data<float>()[i];
+      float got = qf.data<float>()[i];
+      if (out.quant) {
+        // Saturated outputs are clamped to the int8 range.
+        float lo = (out.dtype == DType::kUInt8 ? 0.0f : -128.0f) -
+                   static_cast<float>(out.quant->zero_point[0]);
+        float hi = (out.dtype == DType::kUInt8 ? 255.0f : 127.0f) -
+                   static_cast<float>(out.quant->zero_point[0]);
+        want = std::clamp(want, lo * step, hi * step);
+        if (std::abs(got - want) > tolerance * step * 1.0001f + 1e-6f) ++off;
+      } else {
+        // Float output of an int8 op: one step of the op's int8 output.
+        const ir::Value& pre = c.graph.value(c.graph.nodes().back().inputs[0]);
+        if (std::abs(got - want) > pre.quant->scale[0] * 1.0001f) ++off;
+      }
+    }
+    EXPECT_EQ(off, 0) << off << " of " << q.numel() << " values more than " << tolerance
+                      << " step(s) from float math";
+  }
+}
+
+// Add and Mul of two int8 inputs (different params, broadcasting) against float math.
+TEST(Int8Reference, BinaryOpsMatchFloatMath) {
+  for (ir::OpKind op : {ir::OpKind::kAdd, ir::OpKind::kMul})
+    for (ir::Activation act : {ir::Activation::kNone, ir::Activation::kRelu6})
+      for (bool broadcast : {false, true}) {
+        test::Int8Builder b(static_cast<uint32_t>(op == ir::OpKind::kAdd) + 2 * broadcast);
+        auto x = b.input("x", {1, 5, 5, 7}, 0.03f, -5);
+        auto y = b.input("y", broadcast ? Dims{1, 1, 1, 7} : Dims{1, 5, 5, 7}, 0.05f, 9);
+        auto z = b.binary(op, x, y, act);
+        b.g.add_output(z);
+        Tensor xv = random_input(b.g.value(x), 1), yv = random_input(b.g.value(y), 2);
+        Tensor q = runtime::run_reference(b.g, {xv, yv})[0];
+        Tensor f = runtime::run_reference(
+            float_shadow(b.g), {dequantized(xv, b.g.value(x)), dequantized(yv, b.g.value(y))})[0];
+        const ir::Value& out = b.g.value(z);
+        Tensor qf = dequantized(q, out);
+        const float step = out.quant->scale[0];
+        const float lo = (-128.0f - static_cast<float>(out.quant->zero_point[0])) * step;
+        const float hi = (127.0f - static_cast<float>(out.quant->zero_point[0])) * step;
+        int64_t off = 0;
+        for (int64_t i = 0; i < q.numel(); ++i)
+          off += std::abs(qf.data<float>()[i] - std::clamp(f.data<float>()[i], lo, hi)) >
+                 step * 1.0001f;
+        EXPECT_EQ(off, 0) << ir::op_name(op) << " broadcast " << broadcast;
+        // XNNPACK agrees within one step.
+        auto ref = Model::from_graph(b.g, {.threads = 1, .backend = Backend::kReference});
+        auto fast = Model::from_graph(b.g, {.threads = 1});
+        auto av = ints(ref->run_raw({xv, yv})[0]), bv = ints(fast->run_raw({xv, yv})[0]);
+        for (size_t i = 0; i < av.size(); ++i) ASSERT_LE(std::abs(av[i] - bv[i]), 1);
+        EXPECT_EQ(fast->kernel_names().at(0).rfind("xnn_", 0), 0u) << fast->kernel_names().at(0);
+      }
+}
+
+// The same model run with the reference kernels and with XNNPACK's: integers at most one apart.
+TEST(Int8Xnnpack, MatchesReferenceWithinOneStep) {
+  int64_t total = 0, off_by_one = 0;
+  for (auto& c : test::int8_cases()) {
+    SCOPED_TRACE(c.name);
+    auto ref = Model::from_graph(c.graph, {.threads = 1, .backend = Backend::kReference});
+    auto fast = Model::from_graph(c.graph, {.threads = 2, .backend = Backend::kAuto});
+    for (uint32_t seed : {1u, 2u, 3u}) {
+      Tensor x = random_input(c.graph.value(c.graph.inputs()[0]), seed);
+      Tensor a = ref->run_raw({x})[0], b = fast->run_raw({x})[0];
+      ASSERT_EQ(a.dtype(), b.dtype());
+      if (a.dtype() == DType::kFloat32) {
+        // A Dequantize output: one step of the int8 value it dequantizes.
+        const ir::Value& pre = c.graph.value(c.graph.nodes().back().inputs[0]);
+        for (int64_t i = 0; i < a.numel(); ++i)
+          EXPECT_NEAR(a.data<float>()[i], b.data<float>()[i], pre.quant->scale[0] * 1.0001f);
+        continue;
+      }
+      auto av = ints(a), bv = ints(b);
+      for (size_t i = 0; i < av.size(); ++i) {
+        ASSERT_LE(std::abs(av[i] - bv[i]), 1) << "at " << i;
+        off_by_one += av[i] != bv[i];
+      }
+      total += static_cast<int64_t>(av.size());
+    }
+    std::string kernels;
+    for (const auto& k : fast->kernel_names()) kernels += k + " ";
+    if (c.name.find("conv") != std::string::npos && c.name != "grouped_conv") {
+      EXPECT_NE(kernels.find("xnn_"), std::string::npos) << kernels;
+    }
+  }
+  std::printf("int8 XNNPACK vs reference: %lld of %lld output integers differ by one (%.3f%%)\n",
+              static_cast<long long>(off_by_one), static_cast<long long>(total),
+              100.0 * static_cast<double>(off_by_one) / static_cast<double>(total));
+  EXPECT_LE(off_by_one * 100, total * 5);
+}
+
+// Kernel-level parity over a grid of convolution shapes: strides, pads, dilation, groups, odd
+// channel counts.
+TEST(Int8Xnnpack, ConvolutionGrid) {
+  int64_t total = 0, off = 0, cases = 0;
+  for (int64_t k : {1, 3, 5})
+    for (int64_t stride : {1, 2})
+      for (int64_t groups : {1, 3})
+        for (bool per_channel : {true, false})
+          for (ir::Activation act : {ir::Activation::kNone, ir::Activation::kRelu6}) {
+            test::Int8Builder b(
+                static_cast<uint32_t>(k * 100 + stride * 10 + groups + per_channel));
+            auto x = b.input("x", {2, 9, 7, 3 * groups == 3 ? 3 : 9}, 0.02f, -3);
+            int64_t C = b.g.value(x).shape[3].value;
+            int64_t O = groups == 1 ? 5 : C;  // depthwise when groups == C
+            int64_t g = groups == 1 ? 1 : C;
+            auto y = b.conv(x, O, k, stride, {k / 2, k / 2 + 1, k / 2, 0}, g, act, per_channel,
+                            k == 3 && stride == 1 ? 2 : 1);
+            b.g.add_output(y);
+            auto ref = Model::from_graph(b.g, {.threads = 1, .backend = Backend::kReference});
+            auto fast = Model::from_graph(b.g, {.threads = 2});
+            Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(cases));
+            auto av = ints(ref->run_raw({in})[0]), bv = ints(fast->run_raw({in})[0]);
+            ASSERT_EQ(fast->kernel_names().size(), 1u);
+            EXPECT_EQ(fast->kernel_names()[0].rfind("xnn_", 0), 0u) << fast->kernel_names()[0];
+            for (size_t i = 0; i < av.size(); ++i) {
+              ASSERT_LE(std::abs(av[i] - bv[i]), 1)
+                  << "k" << k << " s" << stride << " g" << g << " at " << i;
+              off += av[i] != bv[i];
+            }
+            total += static_cast<int64_t>(av.size());
+            ++cases;
+          }
+  std::printf("int8 conv grid: %lld cases, %lld of %lld integers differ by one (%.3f%%)\n",
+              static_cast<long long>(cases), static_cast<long long>(off),
+              static_cast<long long>(total),
+              100.0 * static_cast<double>(off) / static_cast<double>(total));
+}
+
+const test::Int8Case& find_case(const std::vector<test::Int8Case>& cases, const std::string& name) {
+  for (const auto& c : cases)
+    if (c.name == name) return c;
+  throw Error("no case " + name);
+}
+
+TEST(Int8Engine, QuantInfoRunAndRunRaw) {
+  auto cases = test::int8_cases();
+  const auto& c = find_case(cases, "small_cnn");
+  auto model = Model::from_graph(c.graph, {.threads = 1});
+  ASSERT_TRUE(model->inputs()[0].quant.has_value());
+  EXPECT_EQ(model->inputs()[0].dtype, DType::kInt8);
+  EXPECT_FLOAT_EQ(model->inputs()[0].quant->scale, 0.0157f);
+  EXPECT_EQ(model->inputs()[0].quant->zero_point, -1);
+  ASSERT_TRUE(model->outputs()[0].quant.has_value());
+  Tensor x = random_input(c.graph.value(c.graph.inputs()[0]), 5);
+  Tensor raw = model->run_raw({x})[0];
+  EXPECT_EQ(raw.dtype(), DType::kInt8);
+  // run() dequantizes the same integers.
+  Tensor f = model->run({x})[0];
+  ASSERT_EQ(f.dtype(), DType::kFloat32);
+  const auto& q = *model->outputs()[0].quant;
+  for (int64_t i = 0; i < f.numel(); ++i)
+    EXPECT_FLOAT_EQ(f.data<float>()[i], static_cast<float>((raw.data<int8_t>()[i] - q.zero_point) *
+                                                           static_cast<double>(q.scale)));
+  // Float input is quantized with the input's params: the dequantized int8 input gives the same.
+  Tensor xf = dequantized(x, c.graph.value(c.graph.inputs()[0]));
+  EXPECT_EQ(ints(model->run_raw({xf})[0]), ints(raw));
+  // A wrong dtype is refused with the input's name.
+  try {
+    model->run({Tensor::zeros(DType::kInt32, x.shape())});
+    ADD_FAILURE() << "int32 input accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Int8Engine, ReplansOnShapeChangeAndServesConcurrentCallers) {
+  auto cases = test::int8_cases();
+  ir::Graph g = find_case(cases, "small_cnn").graph;
+  g.value(g.inputs()[0]).shape[0] = ir::Dim::named("batch");
+  g.infer_shapes();
+  for (Backend backend : {Backend::kAuto, Backend::kReference}) {
+    auto model = Model::from_graph(g, {.threads = 2, .backend = backend});
+    const ir::Value& in = g.value(g.inputs()[0]);
+    std::vector<Tensor> singles;
+    std::vector<std::vector<int64_t>> want;
+    for (uint32_t s = 0; s < 3; ++s) {
+      singles.push_back(random_input(in, 100 + s, 1));
+      want.push_back(ints(model->run_raw({singles.back()})[0]));
+    }
+    // Batch 3 (a new plan), then batch 1 again: every row as computed alone.
+    Tensor batch = Tensor::empty(DType::kInt8, {3, 16, 16, 3});
+    for (size_t s = 0; s < 3; ++s)
+      std::memcpy(batch.raw_mutable() + s * singles[s].nbytes(), singles[s].raw(),
+                  singles[s].nbytes());
+    auto got = ints(model->run_raw({batch})[0]);
+    ASSERT_EQ(got.size(), 30u);
+    for (size_t s = 0; s < 3; ++s)
+      EXPECT_EQ(std::vector<int64_t>(got.begin() + static_cast<long>(s * 10),
+                                     got.begin() + static_cast<long>(s * 10 + 10)),
+                want[s]);
+    EXPECT_EQ(ints(model->run_raw({singles[0]})[0]), want[0]);
+    // Concurrent callers on one model, alternating shapes.
+    std::vector<std::thread> threads;
+    std::atomic<int> mismatches{0};
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 10; ++i) {
+          if ((t + i) % 2) {
+            if (ints(model->run_raw({batch})[0]) != got) ++mismatches;
+          } else if (ints(model->run_raw({singles[static_cast<size_t>(t % 3)]})[0]) !=
+                     want[static_cast<size_t>(t % 3)]) {
+            ++mismatches;
+          }
+        }
+      });
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(mismatches.load(), 0);
+  }
+}
+
+// Scales far outside anything a calibrator writes (a crafted file): every case runs or fails with
+// an Error; nothing overflows into a crash.
+TEST(Int8Engine, ExtremeScalesRunOrFailCleanly) {
+  for (float factor : {1e-30f, 1e30f, 1e-6f, 1e6f})
+    for (bool all : {false, true})
+      for (Backend backend : {Backend::kReference, Backend::kAuto})
+        for (auto& c : test::int8_cases()) {
+          // The outputs' scale set to `factor`, or every quantized activation's scaled by it.
+          ir::Graph g = c.graph;
+          for (size_t v = 0; v < g.values().size(); ++v) {
+            ir::Value& val = g.value(static_cast<ir::ValueId>(v));
+            if (!val.quant || val.is_constant()) continue;
+            if (all)
+              val.quant->scale[0] *= factor * static_cast<float>(v % 3 + 1);
+            else if (g.is_graph_output(static_cast<ir::ValueId>(v)))
+              val.quant->scale = {factor};
+          }
+          try {
+            auto model = Model::from_graph(g, {.threads = 1, .backend = backend});
+            Tensor x = random_input(g.value(g.inputs()[0]), 1);
+            Tensor y = model->run_raw({x})[0];
+            EXPECT_EQ(y.numel(),
+                      *ir::to_dims(g.value(g.outputs()[0]).shape) == y.shape() ? y.numel() : -1);
+          } catch (const Error&) {
+          }
+        }
+}
+
+TEST(Int8Engine, BadQuantizationIsAClearError) {
+  test::Int8Builder b(1);
+  auto x = b.input("image", {1, 4, 4, 3}, 0.02f, 0);
+  ir::PoolAttrs p;
+  p.kernel = {2, 2};
+  p.strides = {2, 2};
+  p.pads = {0, 0, 0, 0};
+  p.layout = ir::Layout::kNHWC;
+  auto y = b.same(ir::OpKind::kMaxPool, p, {x});
+  b.g.value(y).quant->scale[0] = 0.5f;  // TFLite requires equal params on a max pool
+  b.g.add_output(y);
+  try {
+    Model::from_graph(b.g);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("MaxPool"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("equal input and output params"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace modex
