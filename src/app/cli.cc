@@ -56,6 +56,10 @@ int run_cli(int argc, char** argv) {
       ->capture_default_str();
   exp->add_option("--seed", ex.seed, "Calibration sampling seed (same seed, same images)")->capture_default_str();
   exp->add_flag("!--no-progress", ex.progress, "No calibration progress bar");
+  exp->add_option("--report-images", ex.report_images, "Held-out images the int8 accuracy report compares on")
+      ->capture_default_str();
+  exp->add_option("--min-agreement", ex.min_agreement,
+                  "Fail (exit 1, nothing written) when int8 top-1 agreement with float is below this fraction");
   exp->add_option("--device", ex.device, "cpu")->check(CLI::IsMember({"cpu"}))->capture_default_str();
   exp->add_flag("--json", ex.json, "Print a JSON summary");
   exp->add_flag("-v,--verbose", ex.verbose, "Print stage timings");

@@ -20,6 +20,8 @@
 #include "passes/passes.h"
 #include "quant/quantize.h"
 #include "app/quantize_calibration.h"
+#include "app/quantize_qdq.h"
+#include "app/quantize_report.h"
 
 namespace modex::app {
 namespace fs = std::filesystem;
@@ -45,7 +47,7 @@ void validate(const ExportOptions& o) {
   for (const auto& q : o.quantize)
     if (q != "none" && q != "float16" && q != "int8" && q != "dynamic")
       throw Error("--quantize must be none, float16, int8 or dynamic, got '" + q + "'");
-  for (const char* q : {"float16", "int8", "dynamic"})
+  for (const char* q : {"float16", "dynamic"})
     if (o.format == "onnx" && wants(o, q))
       throw Error(fmt::format("--quantize {} applies to TFLite output; ONNX is written in float32", q))
           .hint("use --format tflite or --format both");
@@ -61,7 +63,13 @@ void validate(const ExportOptions& o) {
     quant::parse_calibration_method(o.calibration);
     quant::parse_io_type(o.io_type);
     dataset::parse_dataset_type(o.dataset_type);
+    if (o.report_images < 1 || o.report_images > 100000)
+      throw Error(fmt::format("--report-images must be between 1 and 100000, got {}", o.report_images));
   }
+  if (o.min_agreement && !(*o.min_agreement >= 0.0 && *o.min_agreement <= 1.0))
+    throw Error(fmt::format("--min-agreement must be a fraction between 0 and 1, got {}", *o.min_agreement))
+        .hint("0.99 fails the export when int8 and float disagree on more than 1% of the held-out images");
+  if (o.min_agreement && !wants(o, "int8")) throw Error("--min-agreement applies to --quantize int8");
   if (o.opset < onnx_io::kMinOpset || o.opset > onnx_io::kMaxOpset)
     throw Error(fmt::format("--opset must be between {} and {}, got {}", onnx_io::kMinOpset, onnx_io::kMaxOpset, o.opset));
   if (o.input_size && (*o.input_size < 1 || *o.input_size > 8192))
@@ -240,7 +248,21 @@ struct Int8Model {
   Json quantization;  // embedded in the model's metadata and the sidecar
   std::string summary;
   double seconds = 0;
+  // What the QDQ ONNX calibration and the accuracy report reuse.
+  quant::PreparedGraph prepared;
+  CalibrationData calibration;
+  image::Preprocess preprocess;
+  int64_t batch = 1;
 };
+
+// The images an int8 export calibrates on, as --dataset-dir / --calibration-dir say.
+dataset::DatasetInfo calibration_images(const ExportOptions& o) {
+  // --dataset-type defaults to classification (the Python scripts' default), which describes
+  // --dataset-dir; a --calibration-dir is a flat folder first, whatever layout it may also have.
+  dataset::DatasetType type = dataset::parse_dataset_type(o.dataset_type);
+  if (o.calibration_dir && type == dataset::DatasetType::kClassification) type = dataset::DatasetType::kAuto;
+  return discover_images(o.dataset_dir, o.calibration_dir, type);
+}
 
 Json quant_json(const ir::Value& v) {
   Json j = {{"name", v.name}, {"dtype", std::string(dtype_name(v.dtype))}};
@@ -257,11 +279,7 @@ Int8Model build_int8(const ir::Graph& float_nhwc, const Json& preprocessing, con
   const auto io = quant::parse_io_type(o.io_type);
   quant::PreparedGraph prepared = quant::prepare_for_int8(float_nhwc);
   const image::Preprocess pre = image::Preprocess::from_metadata(nlohmann::json::parse(preprocessing.dump()));
-  // --dataset-type defaults to classification (the Python scripts' default), which describes
-  // --dataset-dir; a --calibration-dir is a flat folder first, whatever layout it may also have.
-  dataset::DatasetType type = dataset::parse_dataset_type(o.dataset_type);
-  if (o.calibration_dir && type == dataset::DatasetType::kClassification) type = dataset::DatasetType::kAuto;
-  const dataset::DatasetInfo info = discover_images(o.dataset_dir, o.calibration_dir, type);
+  const dataset::DatasetInfo info = calibration_images(o);
   const int64_t batch = calibration_batch_size(prepared);
   CalibrationData data;
   CalibrationResult cal;
@@ -298,6 +316,10 @@ Int8Model build_int8(const ir::Graph& float_nhwc, const Json& preprocessing, con
   m.seconds = seconds_since(t0);
   m.summary = fmt::format("calibrated   {} images from {} ({}, {} unreadable skipped) in {:.2f} s", data.set.count(),
                           info.image_root.string(), quant::calibration_method_name(method), data.set.skipped.size(), m.seconds);
+  m.prepared = std::move(prepared);
+  m.calibration = std::move(data);
+  m.preprocess = pre;
+  m.batch = batch;
   return m;
 }
 
@@ -349,6 +371,86 @@ void run_export(const ExportOptions& o) {
 
   std::string stem = o.name ? *o.name : source_path.stem().string();
   if (stem.empty()) throw Error("empty output name");
+
+  // int8 ONNX (QDQ) calibrated on the same images, and the accuracy report on held-out ones: also
+  // before anything is written, so that --min-agreement can stop the export.
+  std::optional<ir::Graph> qdq;
+  std::optional<Int8ReportRun> report;
+  Json qdq_quantization;
+  double t_report = 0;
+  if (wants(o, "int8")) {
+    const auto tq = Clock::now();
+    const auto method = quant::parse_calibration_method(o.calibration);
+    quant::ObserverOptions obs;
+    obs.method = method;
+    const image::Preprocess pre_nchw = image::Preprocess::from_metadata(nlohmann::json::parse(s.meta["preprocessing"].dump()));
+    ProgressBar bar(o.progress && !o.json && ProgressBar::stderr_is_terminal());
+    CalibrationData onnx_calibration;  // ONNX only: the calibration images, NCHW
+    std::vector<Tensor> nchw;
+    if (int8) {
+      for (const Tensor& b : int8->calibration.set.batches) nchw.push_back(o.nchw_input ? b : nhwc_to_nchw(b));
+    } else {
+      const int64_t n = o.num_calib_samples;
+      onnx_calibration = load_calibration_images(calibration_images(o), n, o.seed, pre_nchw, 8,
+                                                 [&](int64_t done, int64_t) { bar(done, 2 * n); });
+      nchw = onnx_calibration.set.batches;
+    }
+    int64_t calibrated = 0;
+    for (const Tensor& b : nchw) calibrated += b.dim(0);
+    if (writes_onnx(o)) {
+      quant::RangeMap ranges = calibrate_qdq(g, nchw, obs, [&](int64_t done, int64_t total) {
+        if (!int8) bar(total + done, 2 * total);
+      });
+      qdq = quant::to_qdq(g, ranges, quant::QdqOptions{qdq_opset(o.opset)});
+      const CalibrationData& cd = int8 ? int8->calibration : onnx_calibration;
+      qdq_quantization = {{"scheme", "qdq"},
+                          {"activations", "int8 asymmetric per-tensor QuantizeLinear/DequantizeLinear pairs"},
+                          {"weights", "int8 symmetric per-channel (axis 0); int32 bias"},
+                          {"calibration",
+                           {{"method", std::string(quant::calibration_method_name(method))},
+                            {"samples", calibrated},
+                            {"dataset", cd.info.root.string()},
+                            {"split", cd.info.split.empty() ? Json(nullptr) : Json(cd.info.split)},
+                            {"seed", o.seed}}}};
+    }
+    nchw.clear();
+    // The report compares the TFLite int8 model when there is one, else the QDQ ONNX one.
+    quant::QuantReport header;
+    header.float_model = source_path.string();
+    header.int8_model = (o.output_dir / (stem + (int8 ? "_int8.tflite" : "_int8.onnx"))).string();
+    header.architecture = s.architecture;
+    header.method = std::string(quant::calibration_method_name(method));
+    header.calibration_samples = calibrated;
+    if (int8) header.timings.emplace_back("calibration", int8->seconds);
+    EvaluateOptions eo;
+    if (s.meta.contains("class_names") && s.meta["class_names"].is_array())
+      for (const auto& c : s.meta["class_names"])
+        if (c.is_string()) eo.class_names.push_back(c.get<std::string>());
+    auto report_progress = [&](int64_t done, int64_t total) { bar(done, total); };
+    if (int8) {
+      report = run_int8_report(int8->prepared.graph, int8->graph, int8->calibration, int8->preprocess, o.report_images, o.seed,
+                               int8->batch, eo, header, report_progress);
+    } else {
+      eo.qdq = true;
+      report = run_int8_report(g, *qdq, onnx_calibration, pre_nchw, o.report_images, o.seed, 8, eo, header, report_progress);
+    }
+    bar.finish();
+    t_report = seconds_since(tq);
+    if (!report) {
+      Error e("no held-out images for the int8 accuracy report: every image was drawn for calibration");
+      e.file(int8 ? int8->calibration.info.image_root.string() : onnx_calibration.info.image_root.string());
+      e.hint("add images, give the dataset a test split, or lower --num-calib-samples");
+      if (o.min_agreement) throw e;
+      std::cerr << "warning: " << e.what() << "; no report written\n";
+    }
+    if (o.min_agreement && report->report.top1_agreement < *o.min_agreement)
+      throw Error(fmt::format("int8 model below --min-agreement {}: top-1 agreement with the float model {:.2f}% on {} held-out "
+                              "images (mean |Δprob| {:.4f}); nothing written",
+                              *o.min_agreement, 100.0 * report->report.top1_agreement, report->report.heldout_images,
+                              report->report.mean_abs_dprob))
+          .hint("see which layers lose precision with a run without --min-agreement (STEM_int8.report.html); try "
+                "--calibration minmax or entropy, or more --num-calib-samples");
+  }
   std::error_code ec;
   fs::create_directories(o.output_dir, ec);
   if (ec) throw Error("cannot create output directory: " + ec.message(), ErrorKind::kIo).file(o.output_dir.string());
@@ -454,6 +556,28 @@ void run_export(const ExportOptions& o) {
                        {"opset", o.opset},
                        {"input", {{"name", gin.name}, {"shape", dims}}},
                        {"output", {{"name", gout.name}, {"shape", odims}}}};
+    if (qdq) {
+      onnx_io::OnnxWriteOptions qo = wo;
+      qo.opset = qdq_opset(o.opset);
+      qo.metadata["precision"] = "int8";
+      qo.metadata["quantization"] = qdq_quantization.dump();
+      Json entry = p.sidecar_entry;  // `p` dangles once open() grows `pending`
+      Pending& q = open("onnx", "int8", stem + "_int8.onnx");
+      q.file.bytes = onnx_io::write_onnx_to(*qdq, *q.out, qo);
+      q.sidecar_entry = std::move(entry);
+      q.sidecar_entry["precision"] = "int8";
+      q.sidecar_entry["file"] = q.file.path.filename().string();
+      q.sidecar_entry["opset"] = qo.opset;
+      q.sidecar_entry["quantization"] = qdq_quantization;
+    }
+  }
+  std::unique_ptr<AtomicFile> report_json_file, report_html_file;
+  fs::path report_json_path = o.output_dir / (stem + "_int8.report.json"), report_html_path = o.output_dir / (stem + "_int8.report.html");
+  if (report) {
+    report_json_file = std::make_unique<AtomicFile>(report_json_path);
+    report_json_file->write(report->json.dump(2) + "\n");
+    report_html_file = std::make_unique<AtomicFile>(report_html_path);
+    report_html_file->write(report->html);
   }
 
   fs::path sidecar_path = o.output_dir / (stem + ".json");
@@ -465,6 +589,10 @@ void run_export(const ExportOptions& o) {
   AtomicFile sidecar_file(sidecar_path);
   sidecar_file.write(sidecar.dump(2) + "\n");
   for (auto& p : pending) p.out->commit();
+  if (report) {
+    report_json_file->commit();
+    report_html_file->commit();
+  }
   sidecar_file.commit();
   double t_total = seconds_since(t0);
 
@@ -484,17 +612,36 @@ void run_export(const ExportOptions& o) {
     r["seconds"] = t_total;
     r["timings"] = {{"load", s.t_load}, {"build", s.t_build - s.t_load}, {"passes", t_passes - s.t_build}, {"write", t_total - t_passes}};
     if (int8) r["timings"]["calibration"] = int8->seconds;
+    if (report) {
+      const quant::QuantReport& q = report->report;
+      Json worst = Json::array();
+      for (size_t i : quant::worst_layers(q, 3)) worst.push_back(q.layers[i].name);
+      r["quantization_report"] = {{"json", report_json_path.string()},
+                                  {"html", report_html_path.string()},
+                                  {"model", q.int8_model},
+                                  {"heldout_images", q.heldout_images},
+                                  {"top1_agreement", q.top1_agreement},
+                                  {"mean_abs_dprob", q.mean_abs_dprob},
+                                  {"max_abs_dprob", q.max_abs_dprob},
+                                  {"accuracy", {{"float", q.accuracy_float ? Json(*q.accuracy_float) : Json(nullptr)},
+                                                {"int8", q.accuracy_int8 ? Json(*q.accuracy_int8) : Json(nullptr)}}},
+                                  {"worst_layers", worst}};
+      r["timings"]["report"] = t_report;
+    }
     std::cout << r.dump(2) << "\n";
     return;
   }
   std::cout << s.summary
             << fmt::format(", input {}x{}\n", s.input_height, s.input_width);
   if (int8) std::cout << int8->summary << "\n";
+  if (report) std::cout << report->summary << "\n";
   for (const auto& p : pending) {
-    std::string what = p.file.format == "onnx" ? fmt::format("onnx opset {}", o.opset)
+    std::string what = p.file.format == "onnx" ? (p.file.precision == "int8" ? fmt::format("onnx QDQ int8, opset {}", qdq_opset(o.opset))
+                                                                           : fmt::format("onnx opset {}", o.opset))
                                                : fmt::format("tflite {}, {} input", p.file.precision, o.nchw_input ? "NCHW" : "NHWC");
     std::cout << fmt::format("wrote        {} ({:.1f} MB, {})\n", p.file.path.string(), p.file.bytes / 1e6, what);
   }
+  if (report) std::cout << fmt::format("wrote        {} and {}\n", report_json_path.string(), report_html_path.string());
   std::cout << fmt::format("wrote        {}\n", sidecar_path.string());
   std::cout << fmt::format("done in {:.3f} s\n", t_total);
   if (o.verbose)

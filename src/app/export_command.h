@@ -37,6 +37,10 @@ struct ExportOptions {
   std::string calibration = "percentile";
   std::string io_type = "int8";        // int8 TFLite model input/output: int8 | uint8 | float32
   bool progress = true;                // calibration progress bar (only when stderr is a terminal)
+  // int8 accuracy report: held-out images compared float vs int8 (STEM_int8.report.{json,html});
+  // below min_agreement top-1 agreement the export fails and writes nothing.
+  int64_t report_images = 200;
+  std::optional<double> min_agreement;
   std::string device = "cpu";
 };
 
