@@ -27,6 +27,26 @@ def modex_bin():
     return str(path)
 
 
+def test_tool(env, name):
+    """A test helper binary built with modex: $ENV, else <repo>/build/tests/NAME. Missing is a
+    failure, not a skip."""
+    path = Path(os.environ.get(env) or REPO / "build" / "tests" / name)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise AssertionError(f"{name} not found or not executable: {path} (build the {name} target, or set {env})")
+    return str(path)
+
+
+def tflite_testgen_manifest(work_dir):
+    """Runs tflite_testgen (hand-built NHWC graphs written as .tflite files) into WORK_DIR and
+    returns its manifest."""
+    work_dir = Path(work_dir)
+    proc = subprocess.run([test_tool("MODEX_TFLITE_TESTGEN", "tflite_testgen"), str(work_dir)], capture_output=True,
+                          text=True, timeout=120)
+    if proc.returncode != 0:
+        raise AssertionError(f"tflite_testgen failed ({proc.returncode}):\n{proc.stderr}")
+    return json.loads((work_dir / "manifest.json").read_text())
+
+
 def node_bin():
     node = os.environ.get("MODEX_NODE") or shutil.which("node")
     if not node:

@@ -10,7 +10,6 @@ normalised units (modex reproduces Pillow's fixed-point resize, so only float ro
 """
 import gzip
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import oracle_util as ou  # noqa: E402
 REPO = HERE.parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -30,10 +31,7 @@ PREPROCESS_TOL = 1e-5
 
 
 def tool():
-    path = Path(os.environ.get("MODEX_PREPROCESS_TOOL") or REPO / "build" / "tests" / "preprocess_tool")
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise AssertionError(f"preprocess_tool not found: {path} (build it, or set MODEX_PREPROCESS_TOOL)")
-    return str(path)
+    return ou.test_tool("MODEX_PREPROCESS_TOOL", "preprocess_tool")
 
 
 def run_tool(*args, check=True):

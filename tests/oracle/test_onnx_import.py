@@ -35,11 +35,7 @@ SHAPE_OPS = {"Shape", "Gather", "Slice", "Cast", "ConstantOfShape", "Size"}
 
 
 def roundtrip_bin():
-    path = Path(os.environ.get("MODEX_ONNX_ROUNDTRIP") or ou.REPO / "build" / "tests" / "onnx_roundtrip")
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise AssertionError(f"onnx_roundtrip not found or not executable: {path} "
-                             "(build the onnx_roundtrip target, or set MODEX_ONNX_ROUNDTRIP)")
-    return str(path)
+    return ou.test_tool("MODEX_ONNX_ROUNDTRIP", "onnx_roundtrip")
 
 
 def run_roundtrip(src, dst, *args):

@@ -21,7 +21,6 @@ fusion turns the pairs into int8 kernels), and then:
 """
 import html.parser
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +47,7 @@ TRAINED_METHOD = "percentile"
 
 
 def qdq_tool():
-    path = Path(os.environ.get("MODEX_QDQ_TOOL") or ou.REPO / "build" / "tests" / "qdq_tool")
-    if not path.is_file():
-        raise AssertionError(f"qdq_tool helper not found: {path} (build it, or set MODEX_QDQ_TOOL)")
-    return str(path)
+    return ou.test_tool("MODEX_QDQ_TOOL", "qdq_tool")
 
 
 def make_qdq(source_flag, source, calib, out, *extra):

@@ -16,7 +16,6 @@ values (the rates are printed). Requantization is a chain in that sense: XNNPACK
     MODEX_TFLITE_TESTGEN=build/tests/tflite_testgen MODEX_RUN_MODEL=build/tests/run_model \\
         /usr/bin/python3 -m pytest -q tests/oracle/test_runtime_int8.py
 """
-import json
 import os
 import shutil
 import subprocess
@@ -34,22 +33,7 @@ WORK = Path(tempfile.mkdtemp(prefix="modex_int8_"))
 BATCHES = 16  # random inputs per model
 
 
-def _bin(env, default):
-    path = Path(os.environ.get(env) or ou.REPO / "build" / "tests" / default)
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise AssertionError(f"{default} not found or not executable: {path} (build it, or set {env})")
-    return str(path)
-
-
-def _generate():
-    proc = subprocess.run([_bin("MODEX_TFLITE_TESTGEN", "tflite_testgen"), str(WORK)], capture_output=True,
-                          text=True, timeout=120)
-    if proc.returncode != 0:
-        raise AssertionError(f"tflite_testgen failed ({proc.returncode}):\n{proc.stderr}")
-    return json.loads((WORK / "manifest.json").read_text())
-
-
-MANIFEST = _generate()
+MANIFEST = ou.tflite_testgen_manifest(WORK)
 CASES = {c["name"]: c for c in MANIFEST["int8"]}
 NP_DTYPE = {"int8": np.int8, "uint8": np.uint8, "float32": "<f4"}
 
@@ -94,7 +78,7 @@ def runs():
             jobs_file = WORK / f"{name}.{backend}.jobs.txt"
             jobs_file.write_text("\n".join(lines) + "\n")
             flags = ["--raw", "--threads", "2"] + (["--reference"] if backend == "reference" else [])
-            proc = subprocess.run([_bin("MODEX_RUN_MODEL", "run_model"), str(WORK / case["model"]), str(jobs_file), *flags],
+            proc = subprocess.run([ou.test_tool("MODEX_RUN_MODEL", "run_model"), str(WORK / case["model"]), str(jobs_file), *flags],
                                   capture_output=True, text=True, timeout=300)
             modex[(name, backend)] = proc
     return litert, modex
@@ -202,7 +186,7 @@ def test_exported_int8_models_match_litert(exported, arch):
     for backend, job_lines in lines.items():
         jobs_file = WORK / f"{arch}.{backend}.jobs.txt"
         jobs_file.write_text("\n".join(job_lines) + "\n")
-        proc = subprocess.run([_bin("MODEX_RUN_MODEL", "run_model"), str(model), str(jobs_file), "--raw", "--threads", "2",
+        proc = subprocess.run([ou.test_tool("MODEX_RUN_MODEL", "run_model"), str(model), str(jobs_file), "--raw", "--threads", "2",
                                *(["--reference"] if backend == "reference" else [])],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,7 +12,6 @@ same bound.
     MODEX_BIN=build/modex MODEX_RUN_MODEL=build/tests/run_model /usr/bin/python3 -m pytest -q tests/oracle/test_runtime_parity.py
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +30,7 @@ REFERENCE_ARCHS = ["resnet18", "mobilenet_v3_small"]
 
 
 def run_model_bin():
-    path = Path(os.environ.get("MODEX_RUN_MODEL") or ou.REPO / "build" / "tests" / "run_model")
-    if not path.is_file():
-        raise AssertionError(f"run_model helper not found: {path} (build it, or set MODEX_RUN_MODEL)")
-    return str(path)
+    return ou.test_tool("MODEX_RUN_MODEL", "run_model")
 
 
 def run_modex_engine(model, jobs, work, *flags):

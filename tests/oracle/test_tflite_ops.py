@@ -14,10 +14,8 @@ LiteRT cannot run (an unknown custom op, a missing file), which later int8 work 
 
     MODEX_TFLITE_TESTGEN=build/tests/tflite_testgen /usr/bin/python3 -m pytest -q tests/oracle/test_tflite_ops.py
 """
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,14 +31,6 @@ ABS_TOL = 1e-5
 # Op versions the runtime registers for what these models use (TFLite's op_version rules).
 EXPECTED_VERSIONS = {("grouped_conv", "CONV_2D"): 6, ("grouped_conv_32", "CONV_2D"): 6,
                      ("matmul", "FULLY_CONNECTED"): 5}
-
-
-def _testgen_bin():
-    path = Path(os.environ.get("MODEX_TFLITE_TESTGEN") or ou.REPO / "build" / "tests" / "tflite_testgen")
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise AssertionError(f"tflite_testgen not found or not executable: {path} (build it, or set "
-                             "MODEX_TFLITE_TESTGEN)")
-    return str(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,14 +172,7 @@ def evaluate(case, inputs, root):
 WORK = Path(tempfile.mkdtemp(prefix="modex-tflite-ops-"))
 
 
-def _generate():
-    proc = subprocess.run([_testgen_bin(), str(WORK)], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise AssertionError(f"tflite_testgen failed ({proc.returncode}):\n{proc.stderr}")
-    return json.loads((WORK / "manifest.json").read_text())
-
-
-MANIFEST = _generate()
+MANIFEST = ou.tflite_testgen_manifest(WORK)
 CASES = {c["name"]: c for c in MANIFEST["cases"]}
 HARNESS = {h["name"]: h for h in MANIFEST["harness"]}
 RUNS = [(name, fmt) for name, c in CASES.items() for fmt in c["models"]]
