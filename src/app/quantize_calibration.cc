@@ -180,9 +180,15 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
   }
   CalibrationResult r;
   r.ranges = collector.ranges();
-  // The model's outputs keep their full range: clipping logits would tie the top classes.
-  for (ir::ValueId o : prepared.graph.outputs()) {
-    const std::string& name = prepared.graph.value(o).name;
+  // The model's outputs keep their full range: clipping logits would tie the top classes. With
+  // entropy calibration so does the image: pixel values are not the bell-shaped distribution the
+  // KL search assumes (a background spike and a bright tail), and its threshold saturated the
+  // bright pixels before the first layer (-47.8 points on a trained mobilenet_v2). Percentile
+  // keeps 99.99 % of them already (its input range differs from the full one by < 0.5 %).
+  std::vector<std::string> full_range;
+  if (observer.method == quant::CalibrationMethod::kEntropy) full_range = input_names;
+  for (ir::ValueId o : prepared.graph.outputs()) full_range.push_back(prepared.graph.value(o).name);
+  for (const std::string& name : full_range) {
     const quant::RangeObserver& obs = collector.observer(name);
     if (obs.count()) r.ranges[name] = {obs.min(), obs.max()};
   }

@@ -52,9 +52,12 @@ quant::RangeMap calibrate_qdq(const ir::Graph& g, const std::vector<Tensor>& bat
     if (progress) progress(done, total);
   }
   quant::RangeMap ranges = collector.ranges();
-  // The logits keep their full range (they stay float unless quantize_outputs).
-  for (ir::ValueId o : g.outputs()) {
-    const std::string& name = g.value(o).name;
+  // The logits keep their full range (they stay float unless quantize_outputs); with entropy
+  // calibration so does the image (see calibrate() in quantize_calibration.cc).
+  std::vector<std::string> full_range;
+  if (observer.method == quant::CalibrationMethod::kEntropy) full_range.push_back(input);
+  for (ir::ValueId o : g.outputs()) full_range.push_back(g.value(o).name);
+  for (const std::string& name : full_range) {
     const quant::RangeObserver& obs = collector.observer(name);
     if (obs.count()) ranges[name] = {obs.min(), obs.max()};
   }

@@ -41,7 +41,7 @@ size_t histogram_stride(size_t n) {
 
 void RangeObserver::grow_to(double amax) {
   if (hist_max_ == 0.0) {
-    // Everything so far was zero (bin 0 holds it at any width).
+    // Everything so far was zero (counted in zeros_, not binned).
     hist_max_ = amax;
     return;
   }
@@ -81,7 +81,7 @@ void RangeObserver::observe(std::span<const float> values) {
   const double amax = std::max(std::abs(static_cast<double>(lo)), std::abs(static_cast<double>(hi)));
   if (amax > hist_max_) grow_to(amax);
   if (hist_max_ == 0.0) {
-    hist_[0] += static_cast<uint64_t>(n);
+    zeros_ += static_cast<uint64_t>(n);
     return;
   }
   const float per_bin = static_cast<float>(static_cast<double>(hist_.size()) / hist_max_);
@@ -92,11 +92,17 @@ void RangeObserver::observe(std::span<const float> values) {
   // landing on the same few channels of an NHWC tensor (channel counts are products of 2, 3, 5, 7).
   const size_t stride = histogram_stride(values.size());
   const size_t weight = stride;  // each sampled value stands for `stride` values
+  uint64_t zeros = 0;
   for (size_t i = 0; i < values.size(); i += stride) {
-    float b = std::abs(values[i]) * per_bin;
+    const float v = values[i];
+    zeros += v == 0.0f;
+    float b = std::abs(v) * per_bin;
     if (!(b < last)) b = last;  // the top edge, infinities and NaN (dropped from the extremes)
     h[static_cast<size_t>(b)] += weight;
   }
+  // Zeros landed in bin 0 (branch-free above); move them to their own count.
+  h[0] -= zeros * weight;
+  zeros_ += zeros * weight;
 }
 
 double percentile_threshold(std::span<const uint64_t> hist, double hist_max, double percentile) {
@@ -179,7 +185,9 @@ TensorRange RangeObserver::range() const {
   if (options_.method == CalibrationMethod::kMinMax || hist_max_ == 0.0) return {min_, max_};
   double t;
   if (options_.method == CalibrationMethod::kPercentile) {
-    t = percentile_threshold(hist_, hist_max_, options_.percentile);
+    std::vector<uint64_t> with_zeros = hist_;
+    with_zeros[0] += zeros_;
+    t = percentile_threshold(with_zeros, hist_max_, options_.percentile);
   } else {
     // A one-sided tensor (after ReLU, sigmoid, ...) gets all 256 int8 levels over [0, t]; a
     // two-sided one about half of them on each side.

@@ -44,7 +44,11 @@ class RangeObserver {
   float min() const { return min_; }
   float max() const { return max_; }
   int64_t count() const { return count_; }
+  // |x| histogram of the non-zero values; exact zeros are counted apart (zeros()): zero is exact
+  // in every int8 encoding, so it costs nothing at any threshold, and a ReLU's spike of zeros
+  // would otherwise dominate the entropy search and pull the threshold down.
   const std::vector<uint64_t>& histogram() const { return hist_; }
+  uint64_t zeros() const { return zeros_; }
   double histogram_max() const { return hist_max_; }
 
  private:
@@ -55,6 +59,7 @@ class RangeObserver {
   int64_t count_ = 0;
   std::vector<uint64_t> hist_;  // |x| in [i, i+1) * hist_max_ / bins
   double hist_max_ = 0.0;
+  uint64_t zeros_ = 0;  // sampled exact zeros, weighted like the histogram
 };
 
 // The |x| threshold minimising KL(P || Q), P the histogram clipped at the threshold (the tail

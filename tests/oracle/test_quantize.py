@@ -37,6 +37,8 @@ MAX_SIZE_RATIO = 0.27
 MAX_SIZE_RATIO_THIN = 0.28
 THIN = {"mobilenet_v2", "efficientnet_b0"}
 IO_VARIANT_ARCH = "mobilenet_v2"
+METHODS_ARCH = "mobilenet_v2"
+OTHER_METHODS = ["minmax", "entropy"]  # percentile, the default, is every arch's int8 export
 IO_VARIANT_IMAGES = 200
 
 
@@ -103,6 +105,18 @@ def runs():
                      "inputs": [{"file": str(small), "dims": list(xs.shape), "dtype": "float32", "quantize": io != "float32"}],
                      "outputs": [str(root / f"io.{io}.out")],
                      "dequantized_outputs": [str(root / f"io.{io}.deq.f32")]})
+    # The other calibration methods, on the model where entropy once collapsed (ReLU6 zeros and
+    # the images' dark background pulled its KL thresholds down).
+    fx = fixtures[METHODS_ARCH]
+    xfile, dims = inputs[METHODS_ARCH]
+    for method in OTHER_METHODS:
+        exports[f"method/{method}"] = export(fx, root / "methods", "--quantize", "int8", "--dataset-dir", fx["data_dir"],
+                                             "--num-calib-samples", CALIB_SAMPLES, "--calibration", method,
+                                             name=f"cal_{method}")
+        jobs.append({"id": f"method/{method}", "model": str(root / "methods" / f"cal_{method}_int8.tflite"),
+                     "inputs": [{"file": str(xfile), "dims": dims, "dtype": "float32", "quantize": True}],
+                     "outputs": [str(root / f"method.{method}.out")],
+                     "dequantized_outputs": [str(root / f"method.{method}.deq.f32")]})
     t0 = time.time()
     litert, stderr = run_litert(jobs, root)
     print(f"{len(jobs)} LiteRT jobs in {time.time() - t0:.1f} s")
@@ -122,6 +136,31 @@ def file_of(summary, precision):
     return Path(o["path"])
 
 
+def assert_within_one_point(what, logits, ref):
+    labels = np.array(ref["labels"])
+    acc = float((logits.argmax(1) == labels).mean())
+    torch_acc = float(ref["accuracy"])
+    agree = float((logits.argmax(1) == np.array(ref["predictions"])).mean())
+    # In whole images, so that a loss of exactly 1.0 point is not lost to float rounding.
+    n = len(labels)
+    lost = round(torch_acc * n) - int((logits.argmax(1) == labels).sum())
+    assert lost <= MAX_ACCURACY_LOSS / 100 * n, \
+        f"{what}: int8 accuracy {100 * acc:.2f}% vs float32 {100 * torch_acc:.2f}% (agreement {100 * agree:.1f}%)"
+
+
+@pytest.mark.parametrize("method", OTHER_METHODS)
+def test_other_calibration_methods_within_one_point(runs, method):
+    ref = runs["fixtures"][METHODS_ARCH]["reference"]
+    r = result(runs, f"method/{method}")
+    assert runs["exports"][f"method/{method}"]["quantization"]["calibration"]["method"] == method
+    logits = np.fromfile(r["outputs"][0]["dequantized_file"], dtype="<f4").reshape(len(ref["labels"]), -1)
+    agree = float((logits.argmax(1) == np.array(ref["predictions"])).mean())
+    print(f"{METHODS_ARCH} --calibration {method}: LiteRT int8 "
+          f"{100 * float((logits.argmax(1) == np.array(ref['labels'])).mean()):.1f}% vs PyTorch "
+          f"{100 * float(ref['accuracy']):.1f}% (top-1 agreement {100 * agree:.1f}%)")
+    assert_within_one_point(f"{METHODS_ARCH}/{method}", logits, ref)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_int8_accuracy_within_one_point(runs, arch):
     fx = runs["fixtures"][arch]
@@ -136,11 +175,7 @@ def test_int8_accuracy_within_one_point(runs, arch):
     agree = float((logits.argmax(1) == np.array(ref["predictions"])).mean())
     print(f"{arch}: PyTorch float32 {100 * torch_acc:.1f}%, LiteRT int8 {100 * acc:.1f}% "
           f"(top-1 agreement {100 * agree:.1f}%) on {len(labels)} images")
-    # In whole images, so that a loss of exactly 1.0 point is not lost to float rounding.
-    n = len(labels)
-    lost = round(torch_acc * n) - int((logits.argmax(1) == labels).sum())
-    assert lost <= MAX_ACCURACY_LOSS / 100 * n, \
-        f"{arch}: int8 accuracy {100 * acc:.2f}% vs float32 {100 * torch_acc:.2f}% (agreement {100 * agree:.1f}%)"
+    assert_within_one_point(arch, logits, ref)
     # The float32 export in the same run matches PyTorch (sanity of the comparison itself).
     f32 = np.fromfile(result(runs, f"{arch}/float32")["outputs"][0]["file"], dtype="<f4").reshape(logits.shape)
     np.testing.assert_allclose(f32, fx["logits"], atol=1e-3 * float(np.abs(fx["logits"]).max()) + 1e-4)

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -51,12 +52,14 @@ TEST(Observer, HistogramGrowsWithoutLosingCounts) {
   const double ratio = o.histogram_max() / first_max;
   EXPECT_NEAR(std::log2(ratio), std::round(std::log2(ratio)), 1e-9);
   const auto& h = o.histogram();
-  EXPECT_EQ(std::accumulate(h.begin(), h.end(), uint64_t{0}), 1010u);
+  // 0.0 (small[0]) is counted apart from the histogram.
+  EXPECT_EQ(o.zeros(), 1u);
+  EXPECT_EQ(std::accumulate(h.begin(), h.end(), uint64_t{0}), 1009u);
   // Every small value sits in the bins below 1.0 after the merges.
   const double width = o.histogram_max() / 64;
   uint64_t below_one = 0;
   for (size_t i = 0; static_cast<double>(i) * width < 1.0; ++i) below_one += h[i];
-  EXPECT_GE(below_one, 1000u);
+  EXPECT_GE(below_one, 999u);
 }
 
 TEST(Observer, PercentileClipsARareOutlier) {
@@ -142,6 +145,38 @@ TEST(EntropyThreshold, OneSidedTensorsKeepZero) {
   o.observe(x);
   EXPECT_GE(o.range().min, 0.0f);
   EXPECT_LT(o.range().max, o.max());
+}
+
+TEST(EntropyThreshold, ReluZerosDoNotPullTheThresholdDown) {
+  // A ReLU output on dark images: most values exactly 0, the rest spread up to ~6. Zero is exact
+  // in int8, so the spike must not change the threshold (it used to pull it to 1/8 of the range:
+  // the search isolated the spike in a level of its own).
+  std::mt19937 rng(7);
+  std::exponential_distribution<float> e(1.0f);
+  std::vector<float> nonzero(100000);
+  for (float& v : nonzero) v = std::min(e(rng), 6.0f);
+  std::vector<float> with_zeros = nonzero;
+  with_zeros.resize(nonzero.size() * 5, 0.0f);  // 80 % zeros
+  std::shuffle(with_zeros.begin(), with_zeros.end(), rng);
+  RangeObserver plain({.method = CalibrationMethod::kEntropy}), spiky({.method = CalibrationMethod::kEntropy});
+  plain.observe(nonzero);
+  spiky.observe(with_zeros);
+  EXPECT_NEAR(static_cast<double>(spiky.zeros()), 400000.0, 4000.0);  // sampled (histogram_stride)
+  EXPECT_GT(plain.range().max, 3.0f);
+  EXPECT_NEAR(spiky.range().max, plain.range().max, 6.0 / 2048 * 16);
+  EXPECT_EQ(spiky.range().min, 0.0f);
+}
+
+TEST(Observer, PercentileCountsZerosAsKept) {
+  // 99 % zeros and 1 % ones: the 99.5th percentile of |x| lies among the ones.
+  std::vector<float> x(10000, 0.0f);
+  for (size_t i = 0; i < 100; ++i) x[i * 100] = 1.0f;
+  RangeObserver pc({.method = CalibrationMethod::kPercentile, .percentile = 98.0});
+  pc.observe(x);
+  EXPECT_LT(pc.range().max, 0.01f);  // 98 % of the mass is the zeros
+  RangeObserver pc2({.method = CalibrationMethod::kPercentile, .percentile = 99.5});
+  pc2.observe(x);
+  EXPECT_NEAR(pc2.range().max, 1.0f, 2.0 / 2048);
 }
 
 TEST(Calibration, MethodNames) {
