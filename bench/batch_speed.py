@@ -26,9 +26,10 @@ import export_speed as es  # noqa: E402
 import tflite_export_speed as ts  # noqa: E402
 
 TARGET = 0.90  # batch throughput >= 90 % of bench throughput
+IMAGES = 1000
 
 
-def ensure_images(n=1000):
+def ensure_images(n=IMAGES):
     folder = es.cache_dir() / f"images-{n}"
     if folder.is_dir() and len(list(folder.glob("*.jpg"))) == n:
         return folder
@@ -62,33 +63,43 @@ def main():
     images = ensure_images()
     load_before = os.getloadavg()[0]
     batch_ips, bench_ips = [], []
+    cpu = {"batch": [], "bench": []}  # user + system CPU ms per image: what a shared machine's load does not change much
+
+    def run(kind, cmd):
+        before = os.times()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        after = os.times()
+        if p.returncode != 0:
+            raise SystemExit(f"modex {kind} failed: {p.stderr}")
+        cpu[kind].append(1e3 * (after.children_user + after.children_system - before.children_user - before.children_system) / IMAGES)
+        return json.loads(p.stdout)
+
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):
             out = Path(tmp) / f"r{r}.csv"
-            p = subprocess.run([a.modex, "batch", str(onnx), str(images), "--output", str(out), "--threads", str(a.threads),
-                                "--batch-size", str(a.batch_size), "--json", "--no-progress"], capture_output=True, text=True)
-            if p.returncode != 0:
-                raise SystemExit(f"modex batch failed: {p.stderr}")
-            s = json.loads(p.stdout)
+            s = run("batch", [a.modex, "batch", str(onnx), str(images), "--output", str(out), "--threads", str(a.threads),
+                              "--batch-size", str(a.batch_size), "--json", "--no-progress"])
             batch_ips.append(s["classified"] / s["seconds"])
-            p = subprocess.run([a.modex, "bench", str(onnx), "--threads", str(a.threads), "--batch", str(a.batch_size),
-                                "--iterations", str(1000 // a.batch_size), "--warmup", "3", "--json"],
-                               capture_output=True, text=True)
-            if p.returncode != 0:
-                raise SystemExit(f"modex bench failed: {p.stderr}")
-            bench_ips.append(json.loads(p.stdout)["throughput_ips"])
-    result = {"model": str(onnx), "images": 1000, "threads": a.threads, "batch_size": a.batch_size,
+            s = run("bench", [a.modex, "bench", str(onnx), "--threads", str(a.threads), "--batch", str(a.batch_size),
+                              "--iterations", str(IMAGES // a.batch_size), "--warmup", "3", "--json"])
+            bench_ips.append(s["throughput_ips"])
+    result = {"model": str(onnx), "images": IMAGES, "threads": a.threads, "batch_size": a.batch_size,
               "batch_images_per_second": statistics.median(batch_ips), "bench_images_per_second": statistics.median(bench_ips),
-              "runs": {"batch": batch_ips, "bench": bench_ips}, "loadavg": [load_before, os.getloadavg()[0]]}
+              "runs": {"batch": batch_ips, "bench": bench_ips},
+              "cpu_ms_per_image": {k: statistics.median(v) for k, v in cpu.items()},
+              "loadavg": [load_before, os.getloadavg()[0]]}
     result["ratio"] = result["batch_images_per_second"] / result["bench_images_per_second"]
     result["meets_target"] = result["ratio"] >= TARGET
     if a.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"{a.arch}, 1000 JPEGs (320x240), threads {a.threads}, batch {a.batch_size}; medians of {a.repeats}; "
+    print(f"{a.arch}, {IMAGES} JPEGs (320x240), threads {a.threads}, batch {a.batch_size}; medians of {a.repeats}; "
           f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"  modex batch  {result['batch_images_per_second']:8.1f} images/s (decode + preprocess + inference + CSV)")
-    print(f"  modex bench  {result['bench_images_per_second']:8.1f} images/s (inference only)")
+    c = result["cpu_ms_per_image"]
+    print(f"  modex batch  {result['batch_images_per_second']:8.1f} images/s (decode + preprocess + inference + CSV), "
+          f"{c['batch']:.2f} CPU ms/image")
+    print(f"  modex bench  {result['bench_images_per_second']:8.1f} images/s (inference only), {c['bench']:.2f} CPU ms/image")
+    print(f"  runs: batch {' '.join(f'{v:.1f}' for v in batch_ips)}; bench {' '.join(f'{v:.1f}' for v in bench_ips)}")
     print(f"  ratio {result['ratio']:.2f} (target >= {TARGET:.2f}): {'ok' if result['meets_target'] else 'MISSED'}")
 
 

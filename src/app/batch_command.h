@@ -13,7 +13,7 @@ struct BatchOptions {
   std::filesystem::path dir;
   std::filesystem::path output;  // CSV
   int threads = 0;               // inference threads (0: all cores)
-  int decode_threads = 0;        // image decoding threads (0: all cores)
+  int decode_threads = 0;        // image decoding threads (0: as many as keep inference busy)
   int64_t batch_size = 8;
   int top = 5;
   bool resume = false;     // skip images already in the CSV and append

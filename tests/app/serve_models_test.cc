@@ -11,8 +11,7 @@
 #include "app/serve/request.h"
 #include "core/error.h"
 #include "core/file_util.h"
-#include "io/onnx/onnx_writer.h"
-#include "ir/graph.h"
+#include "tiny_classifier.h"
 
 namespace modex::app::serve {
 namespace {
@@ -20,47 +19,15 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-Tensor random_tensor(Dims shape, std::mt19937& rng) {
-  std::uniform_real_distribution<float> d(-0.5f, 0.5f);
-  Tensor t = Tensor::zeros(DType::kFloat32, std::move(shape));
-  for (int64_t i = 0; i < t.numel(); ++i) t.data_mutable<float>()[i] = d(rng);
-  return t;
-}
-
-// image [batch, 3, height, width] -> conv 3x3 + relu -> global average pool -> gemm, 5 classes.
 void write_classifier(const fs::path& path, uint32_t seed) {
-  using namespace ir;
-  std::mt19937 rng(seed);
-  Graph g;
-  ValueId x = g.add_input("image", DType::kFloat32,
-                          {Dim::named("batch"), Dim::fixed(3), Dim::named("height"), Dim::named("width")});
-  ConvAttrs a;
-  a.kernel = {3, 3};
-  a.strides = {1, 1};
-  a.pads = {1, 1, 1, 1};
-  ValueId c = g.add_node1(OpKind::kConv, a,
-                          {x, g.add_constant("conv.w", random_tensor({8, 3, 3, 3}, rng)),
-                           g.add_constant("conv.b", random_tensor({8}, rng))},
-                          "conv");
-  ValueId r = g.add_node1(OpKind::kRelu, NoAttrs{}, {c}, "relu");
-  ValueId gap = g.add_node1(OpKind::kGlobalAveragePool, NoAttrs{}, {r}, "gap");
-  ValueId flat = g.add_node1(OpKind::kFlatten, FlattenAttrs{1}, {gap}, "flatten");
-  ValueId fc = g.add_node1(OpKind::kGemm, GemmAttrs{},
-                           {flat, g.add_constant("fc.w", random_tensor({5, 8}, rng)),
-                            g.add_constant("fc.b", random_tensor({5}, rng))},
-                           "fc");
-  g.add_output(fc);
-  g.set_output_name(fc, "logits");
-  g.infer_shapes();
-  onnx_io::OnnxWriteOptions w;
-  w.metadata = {{"class_names", R"(["a","b","c","d","e"])"},
-                {"preprocessing", R"({"input_size": 16, "resize": "resize"})"}};
-  onnx_io::write_onnx(g, path, w);
+  test::write_tiny_classifier(path, seed,
+                              {{"class_names", R"(["a","b","c","d","e"])"},
+                               {"preprocessing", R"({"input_size": 16, "resize": "resize"})"}});
 }
 
 Tensor image_input(int64_t size, uint32_t seed) {
   std::mt19937 rng(seed);
-  return random_tensor({1, 3, size, size}, rng);
+  return test::random_tensor({1, 3, size, size}, rng);
 }
 
 TEST(ServeModels, RegistryLoadsAndReloads) {

@@ -3,7 +3,9 @@
 // torchvision in tests/oracle/test_calib.py).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "core/error.h"
 #include "image_test_util.h"
@@ -113,6 +115,49 @@ TEST(Preprocess, CropLargerThanTheImagePadsWithZeros) {
   EXPECT_EQ(v[static_cast<size_t>((2 * 8 + 2) * 3)], 9);  // first image pixel
   EXPECT_EQ(v[static_cast<size_t>((5 * 8 + 5) * 3)], 9);
   EXPECT_EQ(v[static_cast<size_t>((6 * 8 + 6) * 3)], 0);
+}
+
+// preprocess resizes only the window of the image the crop keeps; it must equal resizing the
+// whole image (checked against Pillow in image_decode_test) and then cropping or padding.
+TEST(Preprocess, ResizesOnlyTheCropButEqualsResizingTheWholeImage) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int w = 1 + static_cast<int>(rng() % 90), h = 1 + static_cast<int>(rng() % 90);
+    Image img = test::pattern_image(w, h, static_cast<uint32_t>(trial));
+    Preprocess p;
+    p.width = 1 + static_cast<int64_t>(rng() % 60);
+    p.height = 1 + static_cast<int64_t>(rng() % 60);
+    p.resize = rng() % 4 ? Preprocess::Resize::kResizeCenterCrop : Preprocess::Resize::kResize;
+    p.resize_size = rng() % 2 ? 0 : 1 + static_cast<int64_t>(rng() % 80);  // some smaller than the crop: padding
+    p.layout = Preprocess::Layout::kNHWC;
+    p.output = Preprocess::Output::kUInt8;
+    Image resized;
+    if (p.resize == Preprocess::Resize::kResize) {
+      resized = image::resize_bilinear(img, p.width, p.height);
+    } else {
+      const int64_t s = p.effective_resize_size();
+      const int64_t longer = static_cast<int64_t>(static_cast<double>(s) * std::max(w, h) / std::min(w, h));
+      resized = image::resize_bilinear(img, w <= h ? s : longer, w <= h ? longer : s);
+    }
+    // torchvision CenterCrop: zero padding up to the crop size, then round((H - h) / 2) with
+    // Python's ties to even.
+    const int64_t pad_x = std::max<int64_t>(0, (p.width - resized.width) / 2);
+    const int64_t pad_y = std::max<int64_t>(0, (p.height - resized.height) / 2);
+    const int64_t big_w = std::max<int64_t>(resized.width, p.width), big_h = std::max<int64_t>(resized.height, p.height);
+    auto round_half_even = [](int64_t twice) { return twice / 2 + (twice % 2 && (twice / 2) % 2); };
+    const int64_t off_x = round_half_even(big_w - p.width) - pad_x, off_y = round_half_even(big_h - p.height) - pad_y;
+    Tensor t = image::preprocess(img, p);
+    auto v = t.values<uint8_t>();
+    for (int64_t y = 0; y < p.height; ++y)
+      for (int64_t x = 0; x < p.width; ++x)
+        for (int c = 0; c < 3; ++c) {
+          const int64_t sy = y + off_y, sx = x + off_x;
+          const bool inside = sy >= 0 && sx >= 0 && sy < resized.height && sx < resized.width;
+          const uint8_t want = inside ? resized.at(static_cast<int>(sy), static_cast<int>(sx), c) : 0;
+          ASSERT_EQ(v[static_cast<size_t>((y * p.width + x) * 3 + c)], want)
+              << w << "x" << h << " -> " << p.width << "x" << p.height << " resize_size " << p.resize_size << " at " << y << "," << x;
+        }
+  }
 }
 
 TEST(Preprocess, ResizeOfAConstantImageIsConstant) {
