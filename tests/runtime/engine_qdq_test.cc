@@ -79,7 +79,9 @@ TEST(EngineQdq, QdqOnnxRunsOnTheFloatPathCloseToTheFloatModel) {
   bool float_conv = false;
   for (const std::string& k : model->kernel_names()) {
     const bool conv = k.find("conv2d") != std::string::npos || k.find("Conv") != std::string::npos;
-    if (conv) EXPECT_EQ(k.find("q"), std::string::npos) << k;  // xnn_..._qs8 or ref_q8_Conv
+    if (conv) {
+      EXPECT_EQ(k.find("q"), std::string::npos) << k;  // xnn_..._qs8 or ref_q8_Conv
+    }
     float_conv |= conv;
   }
   EXPECT_TRUE(float_conv);

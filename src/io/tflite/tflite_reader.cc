@@ -55,10 +55,6 @@ std::string printable(const uint8_t* p, size_t n) {
   return s;
 }
 
-bool quantized_type(fb::TensorType t) {
-  return t == fb::TensorType::INT8 || t == fb::TensorType::UINT8 || t == fb::TensorType::INT16;
-}
-
 // The zero point of a quantization parameter table, copied bytewise (the verifier aligns vectors
 // to their 4-byte length only, so 8-byte elements may be unaligned).
 std::vector<int64_t> zero_points(const fb::QuantizationParameters* q) {
