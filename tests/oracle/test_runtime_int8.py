@@ -16,11 +16,8 @@ values (the rates are printed). Requantization is a chain in that sense: XNNPACK
     MODEX_TFLITE_TESTGEN=build/tests/tflite_testgen MODEX_RUN_MODEL=build/tests/run_model \\
         /usr/bin/python3 -m pytest -q tests/oracle/test_runtime_int8.py
 """
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +26,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle_util as ou  # noqa: E402
 
-WORK = Path(tempfile.mkdtemp(prefix="modex_int8_"))
+_WORK_DIR = ou.WorkDir("modex_int8_")
+WORK = _WORK_DIR.path
 BATCHES = 16  # random inputs per model
 
 
@@ -41,10 +39,7 @@ NP_DTYPE = {"int8": np.int8, "uint8": np.uint8, "float32": "<f4"}
 @pytest.fixture(scope="module", autouse=True)
 def _remove_work_dir():
     yield
-    if os.environ.get("MODEX_KEEP_TMP"):
-        print(f"kept {WORK}")
-    else:
-        shutil.rmtree(WORK, ignore_errors=True)
+    _WORK_DIR.cleanup()
 
 
 def _input(spec, rng):

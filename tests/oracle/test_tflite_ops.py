@@ -14,10 +14,7 @@ LiteRT cannot run (an unknown custom op, a missing file), which later int8 work 
 
     MODEX_TFLITE_TESTGEN=build/tests/tflite_testgen /usr/bin/python3 -m pytest -q tests/oracle/test_tflite_ops.py
 """
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +166,8 @@ def evaluate(case, inputs, root):
 
 # ---------------------------------------------------------------------------------------------
 
-WORK = Path(tempfile.mkdtemp(prefix="modex-tflite-ops-"))
+_WORK_DIR = ou.WorkDir("modex-tflite-ops-")
+WORK = _WORK_DIR.path
 
 
 MANIFEST = ou.tflite_testgen_manifest(WORK)
@@ -181,10 +179,7 @@ RUNS = [(name, fmt) for name, c in CASES.items() for fmt in c["models"]]
 @pytest.fixture(scope="module", autouse=True)
 def _remove_work_dir():
     yield
-    if os.environ.get("MODEX_KEEP_TMP"):
-        print(f"kept {WORK}")
-    else:
-        shutil.rmtree(WORK, ignore_errors=True)
+    _WORK_DIR.cleanup()
 
 
 def run_litert(jobs, tag):
