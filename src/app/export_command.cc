@@ -89,13 +89,16 @@ struct Source {
   Json sidecar;  // extra sidecar entries about the source
   std::string summary;
   double t_load = 0, t_build = 0;
+  // The source file's SHA-256 (meta's "source_sha256"), computed on another core while the model
+  // is loaded and optimised (which reads a checkpoint's weights as it goes).
+  std::shared_future<std::string> sha256;
 };
 
 Source load_checkpoint_source(const ExportOptions& o, Clock::time_point t0) {
   if (!fs::exists(o.checkpoint)) throw Error("checkpoint file not found", ErrorKind::kIo).file(o.checkpoint.string());
   // The hash streams the file on the second core while the first parses it.
-  std::future<std::string> sha = std::async(std::launch::async, [&] { return sha256_file(o.checkpoint); });
   Source s;
+  s.sha256 = std::async(std::launch::async, [path = o.checkpoint] { return sha256_file(path); }).share();
   Checkpoint ckpt = load_checkpoint(o.checkpoint);
   s.t_load = seconds_since(t0);
 
@@ -124,7 +127,6 @@ Source load_checkpoint_source(const ExportOptions& o, Clock::time_point t0) {
   s.num_classes = built.num_classes;
   s.meta = models::checkpoint_metadata(built, ckpt.config, size);
   s.meta["source_file"] = o.checkpoint.filename().string();
-  s.meta["source_sha256"] = sha.get();
   s.meta["modex_version"] = MODEX_VERSION;
   // A whole model under one prefix (e.g. Lightning's "model.") has no separate head: null.
   s.sidecar["wrapper"] = built.wrapper ? Json{{"backbone_prefix", built.wrapper->backbone_prefix},
@@ -151,8 +153,8 @@ Json metadata_value(const std::string& v) {
 Source load_onnx_source(const ExportOptions& o, Clock::time_point t0) {
   if (!fs::exists(o.onnx)) throw Error("ONNX file not found", ErrorKind::kIo).file(o.onnx.string());
   if (o.arch) throw Error("--arch applies to checkpoints; an ONNX file carries its own graph");
-  std::future<std::string> sha = std::async(std::launch::async, [&] { return sha256_file(o.onnx); });
   Source s;
+  s.sha256 = std::async(std::launch::async, [path = o.onnx] { return sha256_file(path); }).share();
   s.graph = onnx_io::import_onnx(o.onnx);
   s.t_load = s.t_build = seconds_since(t0);
   s.kind = "onnx";
@@ -215,7 +217,6 @@ Source load_onnx_source(const ExportOptions& o, Clock::time_point t0) {
   if (!p.contains("layout")) p["layout"] = "NCHW";
   s.meta["preprocessing"] = p;
   s.meta["source_file"] = o.onnx.filename().string();
-  s.meta["source_sha256"] = sha.get();
   s.meta["modex_version"] = MODEX_VERSION;
   s.sidecar["onnx_source"] = {{"opset", std::stoi(g.metadata["source_opset"])}, {"producer", g.metadata["source_producer"]}};
   s.summary = fmt::format("onnx         {} (opset {}, {})\nclassifier   {}, {} classes", o.onnx.string(),
@@ -357,6 +358,7 @@ void run_export(const ExportOptions& o) {
     }
     g.infer_shapes();
   }
+  s.meta["source_sha256"] = s.sha256.get();
   double t_passes = seconds_since(t0);
 
   // The TFLite graph, and the int8 one calibrated from it, before anything is written.
@@ -543,7 +545,7 @@ void run_export(const ExportOptions& o) {
     for (auto it = s.meta.begin(); it != s.meta.end(); ++it)
       wo.metadata[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
     Pending& p = open("onnx", "float32", stem + ".onnx");
-    // Last: the writer may move the graph's weights into the protobuf.
+    // Last: the writer releases the graph's weights as it writes them.
     p.file.bytes = onnx_io::write_onnx_to(g, *p.out, wo);
     Json dims = Json::array();
     for (const auto& d : gin.shape) dims.push_back(d.is_static() ? Json(d.value) : d.symbol.empty() ? Json(nullptr) : Json(d.symbol));

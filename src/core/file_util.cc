@@ -92,7 +92,7 @@ AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
   for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
     temp_ = path_;
     temp_ += ".tmp-" + std::to_string(rd() % 1000000000u);
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd_ = ::open(temp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);  // readable: writers may copy back what they wrote
     if (fd_ < 0 && errno != EEXIST) break;
   }
   if (fd_ < 0) throw io_error(path_, "cannot create output file");

@@ -28,7 +28,7 @@ class AtomicFile {
 
   void write(const void* data, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
-  // The open descriptor, for libraries that stream into a file descriptor.
+  // The open descriptor (read-write), for libraries that stream into a file descriptor.
   int fd() const { return fd_; }
   const std::filesystem::path& temp_path() const { return temp_; }
   void commit();

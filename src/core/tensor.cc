@@ -24,12 +24,32 @@ std::shared_ptr<Buffer> Buffer::allocate_movable(size_t nbytes) {
   return std::shared_ptr<Buffer>(b);
 }
 
+std::shared_ptr<Buffer> Buffer::allocate_lazy(size_t nbytes, std::function<void(uint8_t*)> fill) {
+  auto* b = new Buffer(nullptr, nbytes);
+  b->bytes_ = std::make_unique<std::string>();
+  b->fill_ = std::move(fill);
+  b->unfilled_.store(true, std::memory_order_release);
+  return std::shared_ptr<Buffer>(b);
+}
+
+void Buffer::fill() {
+  std::call_once(fill_once_, [this] {
+    std::string bytes(size_, '\0');
+    fill_(reinterpret_cast<uint8_t*>(bytes.data()));
+    *bytes_ = std::move(bytes);
+    data_ = reinterpret_cast<uint8_t*>(bytes_->data());
+    fill_ = nullptr;  // lets go of whatever it read from
+    unfilled_.store(false, std::memory_order_release);
+  });
+}
+
 Buffer::~Buffer() {
   if (!bytes_) std::free(data_);
 }
 
 std::optional<std::string> Buffer::release_bytes() {
   if (!bytes_) return std::nullopt;
+  data();  // a lazy buffer is filled first
   std::string out = std::move(*bytes_);
   bytes_->clear();
   data_ = reinterpret_cast<uint8_t*>(bytes_->data());

@@ -2,8 +2,11 @@
 // share storage; mutate only through a tensor that owns its buffer alone (see unique()).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -15,26 +18,41 @@
 namespace modex {
 
 // Heap bytes: 64-byte aligned, or (allocate_movable) held in a std::string so that a writer
-// can hand them to a protobuf `bytes` field without copying (16-byte aligned).
+// can hand them to a protobuf `bytes` field without copying (16-byte aligned), or (allocate_lazy)
+// a movable buffer filled on first access.
 class Buffer {
  public:
   static std::shared_ptr<Buffer> allocate(size_t nbytes);
   static std::shared_ptr<Buffer> allocate_movable(size_t nbytes);
+  // Allocated and filled (fill writes all nbytes) when data() is first called, from any thread;
+  // an exception from fill propagates, and the next access tries again. A checkpoint's weights
+  // are read this way, so that those an export passes through unchanged are read only when
+  // written, and released then, instead of all being held at once.
+  static std::shared_ptr<Buffer> allocate_lazy(size_t nbytes, std::function<void(uint8_t*)> fill);
   ~Buffer();
   // Moves the bytes out of a movable buffer (leaving it empty); nullopt for aligned buffers.
   std::optional<std::string> release_bytes();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
-  uint8_t* data() { return data_; }
-  const uint8_t* data() const { return data_; }
+  uint8_t* data() {
+    if (unfilled_.load(std::memory_order_acquire)) fill();
+    return data_;
+  }
+  const uint8_t* data() const { return const_cast<Buffer*>(this)->data(); }  // filling is not a change of value
   size_t size() const { return size_; }
+  // False for a lazy buffer not filled yet.
+  bool in_memory() const { return !unfilled_.load(std::memory_order_acquire); }
 
  private:
   Buffer(uint8_t* data, size_t size) : data_(data), size_(size) {}
+  void fill();
   uint8_t* data_;
   size_t size_;
   std::unique_ptr<std::string> bytes_;  // set for movable buffers; data_ points into it
+  std::function<void(uint8_t*)> fill_;  // lazy buffers, until filled
+  std::once_flag fill_once_;
+  std::atomic<bool> unfilled_{false};
 };
 
 using Dims = std::vector<int64_t>;
@@ -79,6 +97,8 @@ class Tensor {
     return {data<T>(), static_cast<size_t>(numel_)};
   }
 
+  // False while the data is still to be read (Buffer::allocate_lazy).
+  bool in_memory() const { return buffer_->in_memory(); }
   // True when no other tensor shares this storage, so in-place changes are invisible elsewhere.
   bool unique() const { return buffer_.use_count() == 1; }
   // The bytes, moved out without a copy when this tensor owns a whole movable buffer alone;

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <atomic>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "core/half.h"
 #include "core/tensor.h"
@@ -75,6 +78,44 @@ TEST(Tensor, CloneIsDeepAndUniqueTracksSharing) {
   Tensor c = t.clone();
   c.data_mutable<float>()[0] = 3.0f;
   EXPECT_EQ(t.data<float>()[0], 0.0f);
+}
+
+TEST(Buffer, LazyIsFilledOnFirstAccessOnly) {
+  std::atomic<int> fills{0};
+  auto lazy = Buffer::allocate_lazy(8, [&](uint8_t* out) {
+    ++fills;
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(i);
+  });
+  Tensor t = Tensor::view(lazy, 4, DType::kUInt8, {4});
+  Tensor r = t.reshaped({2, 2});
+  EXPECT_EQ(fills, 0) << "making views must not read the data";
+  std::vector<std::thread> readers;
+  std::atomic<int> wrong{0};
+  for (int k = 0; k < 8; ++k)
+    readers.emplace_back([&] {
+      if (r.data<uint8_t>()[3] != 7) ++wrong;
+    });
+  for (auto& th : readers) th.join();
+  EXPECT_EQ(fills, 1);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(t.values<uint8_t>()[0], 4);
+}
+
+TEST(Buffer, LazyFillRetriesAfterAnError) {
+  int calls = 0;
+  auto lazy = Buffer::allocate_lazy(4, [&](uint8_t* out) {
+    if (++calls == 1) throw Error("read failed");
+    std::memset(out, 1, 4);
+  });
+  EXPECT_THROW(lazy->data(), Error);
+  EXPECT_EQ(lazy->data()[3], 1);
+  EXPECT_EQ(calls, 2);
+}
+
+TEST(Buffer, LazyBytesMoveOut) {
+  Tensor t = Tensor::view(Buffer::allocate_lazy(3, [](uint8_t* out) { std::memcpy(out, "abc", 3); }), 0, DType::kUInt8, {3});
+  EXPECT_EQ(t.take_bytes(), "abc");
+  EXPECT_FALSE(t.defined());
 }
 
 }  // namespace

@@ -440,6 +440,60 @@ TEST(TorchZip, LoadsFromAFileAndFromMemoryAlike) {
   s.check(ck);
 }
 
+TEST(TorchZip, FromAFileStoragesAreReadAndCheckedOnFirstUse) {
+  // "count" (storage "1") comes first in the archive, a 256 KiB storage after it, so that nothing
+  // of the count's bytes is still in a read buffer when it is read again.
+  const std::string pkl = test::state_dict_pickle({{"count", "LongStorage", "1", 1, 0, {}, {}},
+                                                   {"big", "FloatStorage", "0", 65536, 0, {65536}, {1}}});
+  const std::string count_bytes = test::bytes_of(std::vector<int64_t>{77});
+  const std::string zip = test::torch_zip("m/", pkl, {{"1", count_bytes}, {"0", std::string(65536 * 4, '\0')}});
+  const size_t at = zip.find(count_bytes);
+  ASSERT_NE(at, std::string::npos);
+  std::string damaged = zip;
+  damaged[at] ^= 0x01;
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / "modex_io_test_lazy.pt";
+  auto write = [&](const std::string& bytes) {
+    // In place (the same file), as a torch.save over it while modex runs would.
+    FILE* f = std::fopen(path.c_str(), std::filesystem::exists(path) ? "r+b" : "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite(bytes.data(), 1, bytes.size(), f);
+    std::fclose(f);
+  };
+  auto expect_error_on_use = [&](Tensor& t, const std::string& what) {
+    try {
+      (void)t.raw();
+      FAIL() << "the storage was read without an error from " << what;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.location().file, path.string()) << what;
+      EXPECT_TRUE(contains(e.what(), "corrupt zip entry")) << what << ": " << e.what();
+    }
+  };
+  write(zip);
+
+  Checkpoint ck = load_checkpoint(path);
+  Tensor count = *ck.weights.find("count");
+  EXPECT_FALSE(count.in_memory());
+  EXPECT_EQ(values_of<int64_t>(count), std::vector<int64_t>{77});
+  EXPECT_TRUE(count.in_memory());
+
+  // Damaged data (a flipped bit fails the CRC) is found when the storage is first read, and
+  // every later use fails too.
+  write(damaged);
+  ck = load_checkpoint(path);
+  count = *ck.weights.find("count");
+  expect_error_on_use(count, "a damaged file");
+  expect_error_on_use(count, "a damaged file, the second time");
+
+  // A file cut short after load ("big", after "count", is no longer all there).
+  write(zip);
+  ck = load_checkpoint(path);
+  Tensor big = *ck.weights.find("big");
+  std::filesystem::resize_file(path, at + count_bytes.size() + 1000);
+  expect_error_on_use(big, "a truncated file");
+  std::filesystem::remove(path);
+}
+
 TEST(StateDictClass, InsertFindClear) {
   StateDict sd;
   sd.insert("a", Tensor::scalar_float(1));

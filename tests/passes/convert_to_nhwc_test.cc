@@ -120,7 +120,9 @@ TEST(ConvertToNhwc, ClassifierShapedGraphHasNoTranspose) {
   EXPECT_EQ(shape_to_string(nhwc.value(nhwc.inputs()[0]).shape), "[batch,height,width,3]");
   EXPECT_EQ(nhwc.value(nhwc.outputs()[0]).name, "probs");
   for (const Node& n : nhwc.nodes())
-    if (n.op == OpKind::kConv) EXPECT_EQ(n.attr<ConvAttrs>().layout, Layout::kNHWC);
+    if (n.op == OpKind::kConv) {
+      EXPECT_EQ(n.attr<ConvAttrs>().layout, Layout::kNHWC);
+    }
   expect_same_outputs(b.g, nhwc);
 
   // Folding and fusing before the conversion keep the same function too.

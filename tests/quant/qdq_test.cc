@@ -307,7 +307,9 @@ TEST(QdqOnnx, WriterEmitsQuantizeLinearWithParamInitializers) {
     } else {
       EXPECT_EQ(s->dims_size(), 0) << "per-tensor scales are scalars";
     }
-    if (n.op_type() == "QuantizeLinear") EXPECT_EQ(z->data_type(), onnx::TensorProto::INT8);
+    if (n.op_type() == "QuantizeLinear") {
+      EXPECT_EQ(z->data_type(), onnx::TensorProto::INT8);
+    }
   }
   EXPECT_EQ(quantize, 6);
   EXPECT_EQ(dequantize, 10);

@@ -6,7 +6,12 @@
 #include <onnx/shape_inference/implementation.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <unordered_map>
@@ -418,11 +423,25 @@ void check_quantized(const ir::Graph& g, const ir::Node& n, int opset) {
 
 int ir_version_for(int opset) { return opset <= 14 ? 7 : 8; }
 
-onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
+// How the graph's constants reach the file: moved into the proto (to_onnx_bytes, where the model
+// is in memory anyway), or left out of it and written from the graph's buffers one at a time
+// (write_onnx_to), so that the weights and libonnx's checker never occupy memory together.
+enum class Weights { kInProto, kStreamed };
+
+struct Model {
+  onnx::ModelProto proto;
+  // Initializers [first_streamed, end) have name, type and dims but no data yet; streamed[i] is
+  // the graph value whose bytes belong to initializer first_streamed + i.
+  int first_streamed = 0;
+  std::vector<ir::ValueId> streamed;
+};
+
+Model build_model(ir::Graph& g, const OnnxWriteOptions& options, Weights weights) {
   if (options.opset < kMinOpset || options.opset > kMaxOpset)
     throw Error("opset " + std::to_string(options.opset) + " is not supported; choose " + std::to_string(kMinOpset) +
                 "-" + std::to_string(kMaxOpset));
-  onnx::ModelProto model;
+  Model built;
+  onnx::ModelProto& model = built.proto;
   model.set_ir_version(ir_version_for(options.opset));
   model.set_producer_name("modex");
   model.set_producer_version(MODEX_VERSION);
@@ -457,17 +476,26 @@ onnx::ModelProto build_model(ir::Graph& g, const OnnxWriteOptions& options) {
   for (ir::ValueId out : g.outputs()) used[static_cast<size_t>(out)] = true;
 
   // Initializers last: each constant's bytes move into the proto (or are copied and released
-  // right away), so the weights exist once, not twice.
-  for (size_t i = 0; i < g.values().size(); ++i) {
-    ir::Value& v = g.value(static_cast<ir::ValueId>(i));
-    if (!v.is_constant() || !used[i]) continue;
+  // right away), so the weights exist once, not twice. Streamed ones get their bytes at write time.
+  // Those in memory come first: written and released before any still to be read is read, so
+  // the two are never all held at once (a checkpoint's classifier, say, after the folded convs).
+  std::vector<ir::ValueId> constants;
+  for (size_t i = 0; i < g.values().size(); ++i)
+    if (g.value(static_cast<ir::ValueId>(i)).is_constant() && used[i]) constants.push_back(static_cast<ir::ValueId>(i));
+  std::stable_partition(constants.begin(), constants.end(), [&](ir::ValueId id) { return g.value(id).constant.in_memory(); });
+  built.first_streamed = gp->initializer_size();
+  for (ir::ValueId i : constants) {
+    ir::Value& v = g.value(i);
     auto* t = gp->add_initializer();
     t->set_name(v.name);
     t->set_data_type(onnx_dtype(v.dtype));
     for (int64_t d : v.constant.shape()) t->add_dims(d);
-    t->set_raw_data(v.constant.take_bytes());  // moved, not copied, when the graph owns it alone
+    if (weights == Weights::kStreamed)
+      built.streamed.push_back(i);
+    else
+      t->set_raw_data(v.constant.take_bytes());  // moved, not copied, when the graph owns it alone
   }
-  return model;
+  return built;
 }
 
 void check_model(onnx::ModelProto& model) {
@@ -482,10 +510,142 @@ void check_model(onnx::ModelProto& model) {
   model.mutable_graph()->clear_value_info();
 }
 
+using google::protobuf::io::CodedOutputStream;
+using google::protobuf::internal::WireFormatLite;
+
+constexpr size_t kMaxProtoBytes = static_cast<size_t>(INT32_MAX);
+
+// The serialized fields of `m` numbered below and above `field`. Protobuf writes fields in
+// number order, so `below + <field> + above` is the message's serialization. The fields are
+// swapped out and back, not copied.
+std::pair<std::string, std::string> fields_around(google::protobuf::Message& m, int field) {
+  const google::protobuf::Reflection* r = m.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> set, below_fields, above_fields;
+  r->ListFields(m, &set);
+  for (const auto* f : set) {
+    if (f->number() < field) below_fields.push_back(f);
+    if (f->number() > field) above_fields.push_back(f);
+  }
+  std::unique_ptr<google::protobuf::Message> below(m.New()), above(m.New());
+  r->SwapFields(&m, below.get(), below_fields);
+  r->SwapFields(&m, above.get(), above_fields);
+  std::pair<std::string, std::string> bytes{below->SerializeAsString(), above->SerializeAsString()};
+  r->SwapFields(&m, below.get(), below_fields);
+  r->SwapFields(&m, above.get(), above_fields);
+  return bytes;
+}
+
+// A length-delimited field of n bytes (field numbers below 16 have one-byte tags).
+size_t length_delimited_size(size_t n) { return 1 + CodedOutputStream::VarintSize64(n) + n; }
+
+constexpr uint32_t kGraphTag = WireFormatLite::MakeTag(onnx::ModelProto::kGraphFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+constexpr uint32_t kInitializerTag =
+    WireFormatLite::MakeTag(onnx::GraphProto::kInitializerFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+constexpr uint32_t kRawDataTag =
+    WireFormatLite::MakeTag(onnx::TensorProto::kRawDataFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+static_assert(kGraphTag < 128 && kInitializerTag < 128 && kRawDataTag < 128, "length_delimited_size counts one-byte tags");
+
+// Each initializer's GraphProto field size: its proto, plus the raw_data of a streamed one.
+std::vector<size_t> initializer_sizes(Model& m, ir::Graph& g) {
+  onnx::GraphProto& gp = *m.proto.mutable_graph();
+  std::vector<size_t> sizes;
+  for (int i = 0; i < gp.initializer_size(); ++i) {
+    size_t size = gp.initializer(i).ByteSizeLong();  // also caches the sizes for SerializeWithCachedSizes
+    if (i >= m.first_streamed) size += length_delimited_size(g.value(m.streamed[static_cast<size_t>(i - m.first_streamed)]).constant.nbytes());
+    if (size > kMaxProtoBytes)
+      throw Error("initializer '" + gp.initializer(i).name() + "' is larger than 2 GB, which ONNX protobuf files cannot hold",
+                  ErrorKind::kUnsupported);
+    sizes.push_back(size);
+  }
+  return sizes;
+}
+
+template <typename Emit>
+void write_coded(int fd, Emit&& emit) {
+  google::protobuf::io::FileOutputStream stream(fd, 256 << 10);
+  {
+    CodedOutputStream coded(&stream);
+    // Aliasing lets the weight bytes go to write() straight from the graph's buffers, instead of
+    // being copied through the stream's buffer in 8 KB pieces.
+    coded.EnableAliasing(true);
+    emit(coded);
+    if (coded.HadError()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+  }
+  if (!stream.Flush()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+}
+
+// Writes the initializers (as GraphProto fields) at the file's position `at`, each streamed
+// constant from its graph buffer, released right after. The streamed initializers are left
+// referring to where their bytes now sit (data_location EXTERNAL: location, offset, length), so
+// that the checker can run on the model without the weights in memory.
+void write_initializers(Model& m, ir::Graph& g, const std::vector<size_t>& sizes, AtomicFile& file, size_t at) {
+  onnx::GraphProto& gp = *m.proto.mutable_graph();
+  const std::string location = std::filesystem::absolute(file.temp_path()).string();
+  write_coded(file.fd(), [&](CodedOutputStream& coded) {
+    for (int i = 0; i < gp.initializer_size(); ++i) {
+      onnx::TensorProto& t = *gp.mutable_initializer(i);
+      coded.WriteTag(kInitializerTag);
+      coded.WriteVarint64(sizes[static_cast<size_t>(i)]);
+      t.SerializeWithCachedSizes(&coded);
+      if (i < m.first_streamed) continue;
+      Tensor& data = g.value(m.streamed[static_cast<size_t>(i - m.first_streamed)]).constant;
+      coded.WriteTag(kRawDataTag);
+      coded.WriteVarint64(data.nbytes());
+      const size_t offset = at + static_cast<size_t>(coded.ByteCount());
+      coded.WriteRawMaybeAliased(data.raw(), static_cast<int>(data.nbytes()));
+      t.set_data_location(onnx::TensorProto::EXTERNAL);
+      for (auto [key, value] : {std::pair{"location", location}, std::pair{"offset", std::to_string(offset)},
+                                std::pair{"length", std::to_string(data.nbytes())}}) {
+        auto* e = t.add_external_data();
+        e->set_key(key);
+        e->set_value(value);
+      }
+      data = Tensor();  // written: the graph lets go of it
+    }
+  });
+}
+
+// Appends n bytes of `from`, starting at `offset`, to `to`: in the kernel where it can.
+void append_file(int from, off_t offset, int to, size_t n) {
+  while (n > 0) {
+    ssize_t k = ::copy_file_range(from, &offset, to, nullptr, n, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;  // not supported here (or an error the loop below reports)
+    n -= static_cast<size_t>(k);
+  }
+  std::vector<char> buffer(std::min<size_t>(n, 256 << 10));
+  while (n > 0) {
+    ssize_t k = ::pread(from, buffer.data(), std::min(n, buffer.size()), offset);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) throw Error("cannot write ONNX file", ErrorKind::kIo);
+    for (ssize_t done = 0; done < k;) {
+      ssize_t w = ::write(to, buffer.data() + done, static_cast<size_t>(k - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) throw Error("cannot write ONNX file", ErrorKind::kIo);
+      done += w;
+    }
+    offset += k;
+    n -= static_cast<size_t>(k);
+  }
+}
+
+// The model's bytes up to its first initializer.
+struct Head {
+  std::string model_head, graph_head;
+  size_t graph_size = 0;
+  size_t size() const { return model_head.size() + 1 + CodedOutputStream::VarintSize64(graph_size) + graph_head.size(); }
+  void write(CodedOutputStream& c) const {
+    c.WriteString(model_head);
+    c.WriteTag(kGraphTag);
+    c.WriteVarint64(graph_size);
+    c.WriteString(graph_head);
+  }
+};
+
 }  // namespace
 
 std::string to_onnx_bytes(ir::Graph& g, const OnnxWriteOptions& options) {
-  onnx::ModelProto model = build_model(g, options);
+  onnx::ModelProto model = build_model(g, options, Weights::kInProto).proto;
   check_model(model);
   std::string bytes;
   if (!model.SerializeToString(&bytes)) throw Error("ONNX serialisation failed (model larger than 2 GB?)", ErrorKind::kUnsupported);
@@ -493,21 +653,51 @@ std::string to_onnx_bytes(ir::Graph& g, const OnnxWriteOptions& options) {
 }
 
 size_t write_onnx_to(ir::Graph& g, AtomicFile& file, const OnnxWriteOptions& options) {
-  onnx::ModelProto model = build_model(g, options);
-  check_model(model);
-  size_t size = model.ByteSizeLong();
-  if (size > static_cast<size_t>(INT32_MAX))
-    throw Error("the model is larger than 2 GB, which ONNX protobuf files cannot hold", ErrorKind::kUnsupported);
-  // Aliasing lets the weight bytes go to write() straight from the proto, instead of being copied
-  // through the stream's buffer in 8 KB pieces (12,000 write calls for a 100 MB model).
-  google::protobuf::io::FileOutputStream out(file.fd(), 256 << 10);
-  {
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.EnableAliasing(true);
-    model.SerializeWithCachedSizes(&coded);  // sizes were cached by ByteSizeLong() above
-    if (coded.HadError()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+  Model m = build_model(g, options, Weights::kStreamed);
+  onnx::GraphProto& gp = *m.proto.mutable_graph();
+  // Protobuf writes fields in number order: the graph's initializers come before its outputs,
+  // the graph before the model's opset imports and metadata.
+  Head head;
+  auto [model_head, model_tail] = fields_around(m.proto, onnx::ModelProto::kGraphFieldNumber);
+  auto [graph_head, graph_tail] = fields_around(gp, onnx::GraphProto::kInitializerFieldNumber);
+  head.model_head = std::move(model_head);
+  head.graph_head = std::move(graph_head);
+  const std::vector<size_t> sizes = initializer_sizes(m, g);
+  size_t initializers = 0;
+  for (size_t n : sizes) initializers += length_delimited_size(n);
+  auto total = [&](size_t tail) {
+    head.graph_size = head.graph_head.size() + initializers + tail;
+    const size_t size = head.model_head.size() + length_delimited_size(head.graph_size) + model_tail.size();
+    if (size > kMaxProtoBytes)
+      throw Error("the model is larger than 2 GB, which ONNX protobuf files cannot hold", ErrorKind::kUnsupported);
+    return size;
+  };
+  size_t size = total(graph_tail.size());
+  write_coded(file.fd(), [&](CodedOutputStream& c) { head.write(c); });
+  const size_t at = head.size();
+  write_initializers(m, g, sizes, file, at);
+
+  // Checked with the weights already out of memory. Of the initializers' data the checker sees
+  // that it exists, where it was just written (as it sees, of raw_data, that it is there, never
+  // its values); shape inference reads their types and dims.
+  check_model(m.proto);
+  // What inference added to the graph's outputs is written too, as when the model was checked
+  // whole. Usually that leaves the graph's size as it was; when not, the head is rewritten and
+  // the initializers moved behind it.
+  graph_tail = fields_around(gp, onnx::GraphProto::kInitializerFieldNumber).second;
+  const size_t new_size = total(graph_tail.size());
+  if (new_size != size) {
+    size = new_size;
+    AtomicFile moved(std::filesystem::path(file.temp_path().string() + ".initializers"));
+    append_file(file.fd(), static_cast<off_t>(at), moved.fd(), initializers);
+    if (::ftruncate(file.fd(), 0) != 0 || ::lseek(file.fd(), 0, SEEK_SET) != 0) throw Error("cannot write ONNX file", ErrorKind::kIo);
+    write_coded(file.fd(), [&](CodedOutputStream& c) { head.write(c); });
+    append_file(moved.fd(), 0, file.fd(), initializers);
   }
-  if (!out.Flush()) throw Error("cannot write ONNX file", ErrorKind::kIo);
+  write_coded(file.fd(), [&](CodedOutputStream& c) {
+    c.WriteString(graph_tail);
+    c.WriteString(model_tail);
+  });
   return size;
 }
 

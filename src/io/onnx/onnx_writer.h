@@ -3,8 +3,8 @@
 // activations are written as separate nodes, since ONNX has no fused forms. Quantized graphs are
 // written in QDQ form (quant/qdq.h): Quantize/Dequantize become QuantizeLinear/DequantizeLinear
 // with scale and zero-point initializers (opset >= 13); any other op reading an integer value is
-// refused. The model is checked with libonnx's checker and strict shape inference before it is
-// written (atomically).
+// refused. Every model is checked with libonnx's checker and strict shape inference; a file is
+// committed (renamed into place) only once its model has passed.
 #pragma once
 
 #include <filesystem>
@@ -30,12 +30,16 @@ struct OnnxWriteOptions {
 // proto (so peak memory stays near one copy of the weights); the graph's structure remains.
 std::string to_onnx_bytes(ir::Graph& g, const OnnxWriteOptions& options);
 
-// Checks and writes to `path` atomically (temporary file + rename); nothing is left behind on
-// error. Releases the graph's constants like to_onnx_bytes. Returns the file size.
+// Writes to `path` atomically (temporary file + rename) and checks; nothing is left behind on
+// error. Releases the graph's constants like write_onnx_to. Returns the file size.
 size_t write_onnx(ir::Graph& g, const std::filesystem::path& path, const OnnxWriteOptions& options);
 
-// Checks and writes into an open AtomicFile without committing it, so a caller can commit several
-// outputs together. Returns the byte count.
+// Writes into an open AtomicFile, then checks the model, without committing, so a caller can
+// commit several outputs together (and must not commit if this throws). Each constant is written
+// straight from the graph's buffer (to a scratch file beside the output, from which the file is
+// put together once the model has passed) and released from the graph right after, so peak memory
+// is the weights or libonnx's checker, not both. The file's bytes are those of to_onnx_bytes.
+// Returns the byte count.
 size_t write_onnx_to(ir::Graph& g, AtomicFile& file, const OnnxWriteOptions& options);
 
 }  // namespace modex::onnx_io

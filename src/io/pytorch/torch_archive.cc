@@ -214,9 +214,25 @@ std::vector<Tensor> TorchArchive::materialize(const std::vector<TensorRequest>& 
   std::sort(read_order.begin(), read_order.end(), [](const StorageSlot* a, const StorageSlot* b) {
     return a->entry->index < b->entry->index;
   });
+  // Big-endian storages are converted below, so they are read now. The others are read, and
+  // their CRC checked, when first used: a weight an export writes unchanged is then in memory only
+  // while it is written, and damage is still found before any output is committed.
+  const bool lazy = !zip_->path().empty() && !big_endian_;
   for (StorageSlot* slot : read_order) {
+    const size_t size = static_cast<size_t>(slot->entry->size);
+    if (lazy) {
+      slot->bytes = Buffer::allocate_lazy(size, [zip = zip_, entry = slot->entry](uint8_t* out) {
+        try {
+          zip->read_into(*entry, out);
+        } catch (Error& e) {
+          e.file(zip->path().string());
+          throw;
+        }
+      });
+      continue;
+    }
     // Movable: a writer can hand the bytes to its output without a copy.
-    slot->bytes = Buffer::allocate_movable(static_cast<size_t>(slot->entry->size));
+    slot->bytes = Buffer::allocate_movable(size);
     advise_huge_pages(*slot->bytes);
     zip_->read_into(*slot->entry, slot->bytes->data());
   }
@@ -232,12 +248,11 @@ std::vector<Tensor> TorchArchive::materialize(const std::vector<TensorRequest>& 
       const pickle::StorageRef& storage = *ref.storage->storage;
       StorageSlot& slot = slots.at(storage.key);
       const size_t itemsize = dtype_size(ref.dtype);
-      uint8_t* bytes = slot.bytes->data();
       if (big_endian_ && itemsize > 1) {
         if (slot.swapped_itemsize == 0) {
           // Only the declared part: an untyped storage's tail may not be a whole element.
           swap_to_little_endian(
-              bytes, static_cast<size_t>(storage.numel) * storage_itemsize(storage), itemsize);
+              slot.bytes->data(), static_cast<size_t>(storage.numel) * storage_itemsize(storage), itemsize);
           slot.swapped_itemsize = itemsize;
         } else if (slot.swapped_itemsize != itemsize) {
           throw Error("storage '" + printable(storage.key) + "' is viewed with element sizes " +
@@ -266,7 +281,7 @@ std::vector<Tensor> TorchArchive::materialize(const std::vector<TensorRequest>& 
                       ErrorKind::kUnsupported);
         copy_budget -= copy_bytes;
         std::shared_ptr<Buffer> out = Buffer::allocate(static_cast<size_t>(copy_bytes));
-        const uint8_t* src = bytes + byte_offset;
+        const uint8_t* src = slot.bytes->data() + byte_offset;
         switch (itemsize) {
           case 1:
             gather_strided<1>(src, out->data(), ref.size, ref.stride);

@@ -31,7 +31,9 @@ class TorchArchive {
   };
   // Contiguous little-endian tensors with their stored dtypes. Every storage the requests use is
   // read once into its own buffer (tied weights share it); tensors view it where the layout
-  // allows and are strided copies otherwise.
+  // allows and are strided copies otherwise. From an archive in a file, storages are checked
+  // (size, CRC) here but read into memory only when first accessed (Buffer::allocate_lazy; sizes
+  // checked again then, not the CRC); the tensors keep the archive open.
   std::vector<Tensor> materialize(const std::vector<TensorRequest>& requests);
 
  private:
@@ -41,7 +43,7 @@ class TorchArchive {
     size_t swapped_itemsize = 0;  // element size the big-endian bytes were swapped with
   };
 
-  std::unique_ptr<ZipArchive> zip_;
+  std::shared_ptr<const ZipArchive> zip_;
   std::string prefix_;
   bool big_endian_ = false;
   pickle::Unpickled pickled_;

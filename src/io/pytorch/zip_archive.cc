@@ -71,7 +71,9 @@ std::unique_ptr<ZipArchive> ZipArchive::open_file(const std::filesystem::path& p
   zip_source_t* src = zip_source_file_create(path.c_str(), 0, -1 /* to the end */, &err);
   if (src == nullptr) throw Error("cannot open file: " + libzip_message(&err), ErrorKind::kIo);
   zip_error_fini(&err);
-  return open_source(src, size);
+  std::unique_ptr<ZipArchive> archive = open_source(src, size);
+  archive->path_ = path;
+  return archive;
 }
 
 void ZipArchive::index_entries() {
@@ -117,6 +119,7 @@ const ZipArchive::Entry* ZipArchive::find(const std::string& name) const {
 }
 
 void ZipArchive::read_into(const Entry& entry, uint8_t* out) const {
+  std::lock_guard<std::mutex> lock(mutex_);
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
   // Fuzz builds read stored entries raw, skipping the CRC, so that mutated pickles inside a zip
   // reach the unpickler instead of all failing the checksum.

@@ -1,12 +1,13 @@
 // Read-only access to a zip archive through libzip, from memory or from a file, with every size
 // taken from the central directory checked against the archive before anything is allocated.
 // Entries are read whole into their own 64-byte aligned Buffer (so tensors can view them
-// without another copy) and their CRC is verified.
+// without another copy) and their CRC is verified. Reads may come from several threads.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,6 +45,9 @@ class ZipArchive {
   std::shared_ptr<Buffer> read(const Entry& entry) const;
   // The same into caller-provided memory of at least entry.size bytes.
   void read_into(const Entry& entry, uint8_t* out) const;
+  // The file the archive is read from; empty for archives in memory (whose bytes the caller
+  // owns, so nothing may read them after the caller is done).
+  const std::filesystem::path& path() const { return path_; }
   // A small entry as a string; refuses entries larger than max_size.
   std::string read_text(const Entry& entry, uint64_t max_size) const;
 
@@ -53,7 +57,9 @@ class ZipArchive {
   void index_entries();
 
   struct zip* zip_;
+  mutable std::mutex mutex_;  // libzip's archive handle is not thread-safe
   uint64_t archive_size_;
+  std::filesystem::path path_;
   std::vector<Entry> entries_;
   std::unordered_map<std::string, size_t> by_name_;
 };
