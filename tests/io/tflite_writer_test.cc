@@ -96,6 +96,59 @@ TEST(TfliteWriter, WeightBuffersAreSixteenByteAligned) {
   }
 }
 
+TEST(TfliteWriter, IdenticalConstantsShareOneBuffer) {
+  // Every case: no two buffers hold the same bytes.
+  for (auto& c : test::tflite_cases()) {
+    std::string bytes = to_tflite_bytes(c.graph, {});
+    const fb::Model* m = test::model_of(bytes);
+    std::set<std::string> seen;
+    for (const fb::Buffer* b : *m->buffers()) {
+      if (!b->data()) continue;
+      EXPECT_TRUE(seen.emplace(reinterpret_cast<const char*>(b->data()->data()), b->data()->size()).second)
+          << c.name << ": two buffers hold the same " << b->data()->size() << " bytes";
+    }
+  }
+  // tiny_cnn's two MEANs reduce the same axes: they read one parameter tensor.
+  const fb::Model* m = written_model("tiny_cnn");
+  std::vector<int32_t> axes;
+  for (const fb::Operator* op : *main_graph(m)->operators())
+    if (test::builtin_name(m, op) == "MEAN") axes.push_back(op->inputs()->Get(1));
+  ASSERT_EQ(axes.size(), 2u);
+  EXPECT_EQ(axes[0], axes[1]);
+  EXPECT_EQ(buffer_values<int32_t>(m, axes[0]), (std::vector<int32_t>{1, 2}));
+
+  // Two convolutions with the same weights and biases, as a model whose folded biases are all
+  // zero has: their tensors keep their own names and point at the same buffers, whose bytes are
+  // the weights'.
+  NhwcBuilder b(7);
+  auto x = b.input({1, 6, 6, 4});
+  auto c1 = b.conv(x, 4, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, "c1");
+  ir::Graph& g = b.graph();
+  const ir::Node& first = g.node(g.value(c1).producer);
+  std::vector<ir::ValueId> ins{c1};
+  for (size_t i = 1; i < first.inputs.size(); ++i) {
+    const ir::Value& v = g.value(first.inputs[i]);
+    ins.push_back(g.add_constant("c2" + v.name.substr(2), v.constant.clone()));
+  }
+  const auto bias = g.value(first.inputs[2]).constant.values<float>();
+  const std::vector<float> bias_values(bias.begin(), bias.end());
+  ir::OpAttrs attrs = first.attrs;
+  auto c2 = b.op(OpKind::kConv, attrs, ins, "c2");
+  std::string bytes = to_tflite_bytes(b.finish(c2), {});
+  m = test::model_of(bytes);
+  std::vector<const fb::Operator*> convs;
+  for (const fb::Operator* op : *main_graph(m)->operators())
+    if (test::builtin_name(m, op) == "CONV_2D") convs.push_back(op);
+  ASSERT_EQ(convs.size(), 2u);
+  for (uint32_t i : {1u, 2u}) {
+    const fb::Tensor* t1 = tensor(m, convs[0]->inputs()->Get(i));
+    const fb::Tensor* t2 = tensor(m, convs[1]->inputs()->Get(i));
+    EXPECT_NE(t1->name()->str(), t2->name()->str());
+    EXPECT_EQ(t1->buffer(), t2->buffer());
+  }
+  EXPECT_EQ(buffer_values<float>(m, convs[0]->inputs()->Get(2)), bias_values);
+}
+
 TEST(TfliteWriter, SignatureDefNamesInputAndOutput) {
   std::string bytes = write_case("head_softmax");
   const fb::Model* m = test::model_of(bytes);

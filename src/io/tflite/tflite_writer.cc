@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 
 #include "core/half.h"
 #include "core/tensor_ops.h"
@@ -370,6 +372,9 @@ class Exporter {
   std::vector<int32_t> tensor_of_;  // ValueId -> tensor index
   std::vector<TensorRecord> tensors_;
   std::vector<fbs::Offset<fb::Buffer>> buffers_;
+  // Buffers written so far by a hash of their bytes, with the offset of their data vector.
+  std::unordered_multimap<size_t, std::pair<uint32_t, fbs::Offset<fbs::Vector<uint8_t>>>> buffer_by_hash_;
+  std::map<std::pair<std::vector<int32_t>, Dims>, int32_t> int32_constants_;  // see int32_constant
   std::vector<OperatorRecord> operators_;
   std::vector<int> versions_;  // per operator
 };
@@ -433,12 +438,22 @@ int32_t Exporter::add_tensor(TensorRecord t) {
 }
 
 uint32_t Exporter::add_buffer(const uint8_t* data, size_t size) {
+  // Constants with the same bytes share one buffer (TFLite tensors may): the paddings of every
+  // PAD alike, the axes of every MEAN, a model's all-zero biases.
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  const size_t hash = std::hash<std::string_view>{}(bytes);
+  for (auto [it, end] = buffer_by_hash_.equal_range(hash); it != end; ++it) {
+    const auto* written = fbs::GetTemporaryPointer(fbb_, it->second.second);
+    if (written->size() == size && std::memcmp(written->data(), data, size) == 0) return it->second.first;
+  }
   // Weight data starts 16-byte aligned in the file (the builder pads the whole buffer to its
   // largest alignment, so alignment from the end is alignment from the start).
   fbb_.ForceVectorAlignment(size, sizeof(uint8_t), 16);
   auto vec = fbb_.CreateVector(data, size);
   buffers_.push_back(fb::CreateBuffer(fbb_, vec));
-  return static_cast<uint32_t>(buffers_.size() - 1);
+  const auto index = static_cast<uint32_t>(buffers_.size() - 1);
+  buffer_by_hash_.emplace(hash, std::pair{index, vec});
+  return index;
 }
 
 std::vector<int32_t> shape_i32(const Dims& dims, const std::string& name) {
@@ -577,10 +592,15 @@ int32_t Exporter::weight(const std::string& name, const Tensor& t, int channel_a
 
 int32_t Exporter::int32_constant(const std::string& name, const std::vector<int32_t>& values,
                                  const Dims& dims) {
+  // Operator parameters (paddings, axes, shapes, permutations) with the same values and shape are
+  // one tensor that every op using them reads; it keeps the name of the first.
+  auto [it, fresh] = int32_constants_.try_emplace({values, dims}, 0);
+  if (!fresh) return it->second;
   TensorRecord rec{name, fb::TensorType::INT32, shape_i32(dims, name), {}, 0, {}};
   rec.buffer =
       add_buffer(reinterpret_cast<const uint8_t*>(values.data()), values.size() * sizeof(int32_t));
-  return add_tensor(std::move(rec));
+  it->second = add_tensor(std::move(rec));
+  return it->second;
 }
 
 int32_t Exporter::float_scalar(const std::string& name, float v) {
