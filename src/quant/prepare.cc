@@ -142,10 +142,8 @@ ir::Graph rebuilt_in_order(const ir::Graph& g) {
 
 }  // namespace
 
-bool needs_range(ir::OpKind op) {
+bool keeps_input_params(ir::OpKind op) {
   switch (op) {
-    case OpKind::kSigmoid:
-    case OpKind::kSoftmax:  // fixed output params
     case OpKind::kMaxPool:
     case OpKind::kAveragePool:
     case OpKind::kReshape:
@@ -154,11 +152,15 @@ bool needs_range(ir::OpKind op) {
     case OpKind::kUnsqueeze:
     case OpKind::kTranspose:
     case OpKind::kPad:
-    case OpKind::kIdentity:  // the input's params
-      return false;
-    default:
+    case OpKind::kIdentity:
       return true;
+    default:
+      return false;
   }
+}
+
+bool needs_range(ir::OpKind op) {
+  return !keeps_input_params(op) && op != OpKind::kSigmoid && op != OpKind::kSoftmax;  // fixed output params
 }
 
 bool has_int8_form(const ir::Node& n) {

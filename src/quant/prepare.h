@@ -26,8 +26,11 @@ struct PreparedGraph {
   std::vector<std::string> observe;
 };
 
-// False for ops whose int8 output params are fixed (Sigmoid, Softmax) or their input's (pools,
-// reshapes, Transpose, Pad, Identity).
+// True for ops whose int8 output has their input's params: they move or select values without
+// changing their scale (pools, reshapes, Transpose, Pad, Identity). The quantizer gives their
+// outputs the input's params, so calibration does not observe them.
+bool keeps_input_params(ir::OpKind op);
+// False for those and for ops whose int8 output params are fixed (Sigmoid, Softmax).
 bool needs_range(ir::OpKind op);
 
 PreparedGraph prepare_for_int8(const ir::Graph& nhwc_float);

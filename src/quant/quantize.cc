@@ -203,6 +203,13 @@ class Quantizer {
     if (n.outputs.size() != 1) throw node_error(n, "multi-output ops have no int8 form");
     const ValueId y = n.outputs[0];
     const std::string& name = src_.value(y).name;
+    if (keeps_input_params(n.op)) {
+      if (n.op == OpKind::kPad && n.attr<ir::PadAttrs>().value != 0.0f)
+        throw node_error(n, "int8 padding pads with the zero point (real 0) only");
+      const ValueId x = mapped(n.inputs[0]);
+      set(y, n.op == OpKind::kIdentity ? x : add(n, n.op, n.attrs, {x}, params(x), name));
+      return;
+    }
     switch (n.op) {
       case OpKind::kConv:
       case OpKind::kGemm:
@@ -215,23 +222,6 @@ class Quantizer {
           throw node_error(n, "fused activation has no int8 form; run prepare_for_int8 first", ErrorKind::kInternal);
         ValueId a0 = mapped(n.inputs[0]), a1 = mapped(n.inputs[1]);
         set(y, add(n, n.op, n.attrs, {a0, a1}, activation_params(range_of(y)), name));
-        return;
-      }
-      case OpKind::kMaxPool:
-      case OpKind::kAveragePool:
-      case OpKind::kReshape:
-      case OpKind::kFlatten:
-      case OpKind::kSqueeze:
-      case OpKind::kUnsqueeze:
-      case OpKind::kTranspose: {
-        ValueId x = mapped(n.inputs[0]);
-        set(y, add(n, n.op, n.attrs, {x}, params(x), name));
-        return;
-      }
-      case OpKind::kPad: {
-        if (n.attr<ir::PadAttrs>().value != 0.0f) throw node_error(n, "int8 padding pads with the zero point (real 0) only");
-        ValueId x = mapped(n.inputs[0]);
-        set(y, add(n, n.op, n.attrs, {x}, params(x), name));
         return;
       }
       case OpKind::kConcat: {
@@ -264,9 +254,6 @@ class Quantizer {
         set(y, add(n, n.op, n.attrs, {x}, activation_params(range_of(y)), name));
         return;
       }
-      case OpKind::kIdentity:
-        set(y, mapped(n.inputs[0]));
-        return;
       default:
         throw node_error(n, "no int8 TFLite form for this op");
     }
