@@ -16,9 +16,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,6 +82,10 @@ class Model {
   // As run(), but each output in its own dtype (int8 logits of an int8 model, unconverted): for
   // bit-exact comparisons with other int8 runtimes.
   std::vector<Tensor> run_raw(const std::vector<Tensor>& inputs) const;
+  // As run_raw(), but the outputs are handed to `use` as views of the engine's own memory, valid
+  // only during that call: nothing is copied. For callers that only read them, like
+  // calibration, which observes every activation of a model this way.
+  void run_with(const std::vector<Tensor>& inputs, const std::function<void(std::span<const Tensor>)>& use) const;
 
   // The optimised NHWC graph the engine executes, for inspection and tests.
   const ir::Graph& graph() const;

@@ -1,7 +1,6 @@
 #include "app/quantize_calibration.h"
 
 #include <fmt/format.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -143,11 +142,6 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
   }
   for (ir::ValueId o : g.outputs()) output_names.push_back(g.value(o).name);
   if (g.inputs().size() != 1) throw Error("calibration needs a graph with one input", ErrorKind::kUnsupported);
-  // Every run hands back fresh copies of all observed tensors (hundreds of MB for a large model):
-  // keep freed memory in the heap instead of returning it to the kernel, so later runs do not
-  // page-fault it in again.
-  ::mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
   auto model = Model::from_graph(g, {.threads = 0});
   if (model->outputs().size() != output_names.size())
     throw Error("the engine changed the graph's outputs", ErrorKind::kInternal);
@@ -160,21 +154,24 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
   const unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
   if (progress) progress(0, total);
   for (const Tensor& batch : batches) {
-    std::vector<Tensor> outs = model->run({batch});
     Tensor in = batch.to(DType::kFloat32);
-    std::vector<std::pair<quant::RangeObserver*, const Tensor*>> jobs;
-    for (size_t i = 0; i < outs.size(); ++i) jobs.push_back({&collector.observer(output_names[i]), &outs[i]});
-    for (const auto& n : input_names) jobs.push_back({&collector.observer(n), &in});
-    // Largest first, spread over a few threads (each observer is touched by one thread only).
-    std::sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) { return a.second->numel() > b.second->numel(); });
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      for (size_t k; (k = next.fetch_add(1)) < jobs.size();) jobs[k].first->observe(jobs[k].second->values<float>());
-    };
-    std::vector<std::thread> pool;
-    for (unsigned w = 1; w < workers; ++w) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
+    // The activations are observed where the engine computed them (views, not copies: copying
+    // them cost as much as observing them).
+    model->run_with({batch}, [&](std::span<const Tensor> outs) {
+      std::vector<std::pair<quant::RangeObserver*, const Tensor*>> jobs;
+      for (size_t i = 0; i < outs.size(); ++i) jobs.push_back({&collector.observer(output_names[i]), &outs[i]});
+      for (const auto& n : input_names) jobs.push_back({&collector.observer(n), &in});
+      // Largest first, spread over a few threads (each observer is touched by one thread only).
+      std::sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) { return a.second->numel() > b.second->numel(); });
+      std::atomic<size_t> next{0};
+      auto work = [&] {
+        for (size_t k; (k = next.fetch_add(1)) < jobs.size();) jobs[k].first->observe(jobs[k].second->values<float>());
+      };
+      std::vector<std::thread> pool;
+      for (unsigned w = 1; w < workers; ++w) pool.emplace_back(work);
+      work();
+      for (auto& t : pool) t.join();
+    });
     done += batch.dim(0);
     if (progress) progress(done, total);
   }

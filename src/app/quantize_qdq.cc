@@ -45,9 +45,9 @@ quant::RangeMap calibrate_qdq(const ir::Graph& g, const std::vector<Tensor>& bat
   if (progress) progress(0, total);
   for (const Tensor& batch : batches) {
     collector.observe(input, batch.values<float>());
-    std::vector<Tensor> ys = model->run({batch});
-    for (size_t i = 0; i < ys.size(); ++i)
-      collector.observe(model->outputs()[i].name, ys[i].values<float>());
+    model->run_with({batch}, [&](std::span<const Tensor> ys) {
+      for (size_t i = 0; i < ys.size(); ++i) collector.observe(model->outputs()[i].name, ys[i].values<float>());
+    });
     done += batch.dim(0);
     if (progress) progress(done, total);
   }

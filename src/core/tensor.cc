@@ -151,7 +151,7 @@ Tensor Tensor::reshaped(Dims shape) const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor t = zeros(dtype_, shape_);
+  Tensor t = empty(dtype_, shape_);  // every byte is copied over
   if (nbytes()) std::memcpy(t.raw_mutable(), raw(), nbytes());
   return t;
 }

@@ -5,6 +5,10 @@
 #include <iterator>
 #include <limits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/error.h"
 
 namespace modex::quant {
@@ -53,14 +57,51 @@ void RangeObserver::grow_to(double amax) {
   }
 }
 
-void RangeObserver::observe(std::span<const float> values) {
-  // One branch-free pass for the extremes (NaN compares false and is skipped); the slow path
-  // that drops non-finite values runs only when an infinity showed up.
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  for (float v : values) {
+namespace {
+
+// The extremes of `values` as the loop `lo = v < lo ? v : lo; hi = v > hi ? v : hi` finds them
+// (a NaN compares false and is skipped). Four-wide with four accumulators each: the compiler does
+// not vectorise a float min/max reduction by itself (it may not reorder them), and the scalar
+// loop's dependency chain made this pass the largest cost of calibration.
+void extremes(std::span<const float> values, float& lo, float& hi) {
+  lo = std::numeric_limits<float>::infinity();
+  hi = -lo;
+  size_t i = 0;
+#if defined(__SSE2__)
+  // _mm_min_ps(v, m) is v < m ? v : m per lane, the loop's own expression.
+  __m128 lo0 = _mm_set1_ps(lo), lo1 = lo0, lo2 = lo0, lo3 = lo0;
+  __m128 hi0 = _mm_set1_ps(hi), hi1 = hi0, hi2 = hi0, hi3 = hi0;
+  const float* p = values.data();
+  for (; i + 16 <= values.size(); i += 16) {
+    const __m128 a = _mm_loadu_ps(p + i), b = _mm_loadu_ps(p + i + 4);
+    const __m128 c = _mm_loadu_ps(p + i + 8), d = _mm_loadu_ps(p + i + 12);
+    lo0 = _mm_min_ps(a, lo0), lo1 = _mm_min_ps(b, lo1), lo2 = _mm_min_ps(c, lo2), lo3 = _mm_min_ps(d, lo3);
+    hi0 = _mm_max_ps(a, hi0), hi1 = _mm_max_ps(b, hi1), hi2 = _mm_max_ps(c, hi2), hi3 = _mm_max_ps(d, hi3);
+  }
+  // The accumulators hold no NaN (a NaN lane keeps the accumulator), so the order of merging
+  // them does not matter.
+  alignas(16) float l[4], h[4];
+  _mm_store_ps(l, _mm_min_ps(_mm_min_ps(lo0, lo1), _mm_min_ps(lo2, lo3)));
+  _mm_store_ps(h, _mm_max_ps(_mm_max_ps(hi0, hi1), _mm_max_ps(hi2, hi3)));
+  for (int k = 0; k < 4; ++k) {
+    lo = std::min(lo, l[k]);
+    hi = std::max(hi, h[k]);
+  }
+#endif
+  for (; i < values.size(); ++i) {
+    const float v = values[i];
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
+}
+
+}  // namespace
+
+void RangeObserver::observe(std::span<const float> values) {
+  // One branch-free pass for the extremes; the slow path that drops non-finite values runs only
+  // when an infinity showed up.
+  float lo, hi;
+  extremes(values, lo, hi);
   int64_t n = static_cast<int64_t>(values.size());
   if (!std::isfinite(lo) || !std::isfinite(hi)) {
     lo = std::numeric_limits<float>::infinity();

@@ -273,7 +273,9 @@ struct Model::Impl {
     e.bound = &plan;
   }
 
-  std::vector<Tensor> run(const std::vector<Tensor>& in, bool raw) const {
+  // `use`, when given, gets views of the outputs instead of copies (raw), and nothing is returned.
+  std::vector<Tensor> run(const std::vector<Tensor>& in, bool raw,
+                          const std::function<void(std::span<const Tensor>)>* use = nullptr) const {
     if (in.size() != inputs.size())
       throw Error("expected " + std::to_string(inputs.size()) + " inputs, got " + std::to_string(in.size()));
     std::vector<Dims> key;
@@ -337,7 +339,9 @@ struct Model::Impl {
     std::vector<Tensor> outs;
     for (size_t k = 0; k < graph.outputs().size(); ++k) {
       const Tensor& y = e->vals[static_cast<size_t>(graph.outputs()[k])];
-      if (raw || !outputs[k].quant) {
+      if (use) {
+        outs.push_back(y);  // a view: the executor stays checked out until `use` returns
+      } else if (raw || !outputs[k].quant) {
         outs.push_back(y.clone());
       } else {
         Tensor f = Tensor::empty(DType::kFloat32, y.shape());
@@ -357,6 +361,10 @@ struct Model::Impl {
         }
         ++profile_runs;
       }
+    }
+    if (use) {
+      (*use)(outs);
+      return {};
     }
     return outs;
   }
@@ -539,6 +547,9 @@ int Model::threads() const { return impl_->threads; }
 const ir::Graph& Model::graph() const { return impl_->graph; }
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const { return impl_->run(inputs, false); }
 std::vector<Tensor> Model::run_raw(const std::vector<Tensor>& inputs) const { return impl_->run(inputs, true); }
+void Model::run_with(const std::vector<Tensor>& inputs, const std::function<void(std::span<const Tensor>)>& use) const {
+  impl_->run(inputs, true, &use);
+}
 
 std::vector<std::string> Model::kernel_names() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

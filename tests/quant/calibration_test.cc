@@ -33,6 +33,32 @@ TEST(Observer, MinMaxIsTheExtremes) {
   EXPECT_FLOAT_EQ(o.range().max, 7.0f);
 }
 
+TEST(Observer, ExtremesAtEveryPositionOfLongTensors) {
+  // Long enough for the vectorised pass and its scalar tail: the extremes and NaNs are put at
+  // every position in turn, and the result must be a plain loop's.
+  for (size_t n : {1u, 15u, 16u, 17u, 47u, 64u, 100u}) {
+    for (size_t at = 0; at < n; ++at) {
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>((i * 7919) % 13) - 6.0f;
+      v[at] = -100.0f - static_cast<float>(at);
+      v[(at + n / 2) % n] = 50.0f + static_cast<float>(at);
+      if (n > 2) v[(at + 1) % n] = NAN;
+      float lo = INFINITY, hi = -INFINITY;
+      for (float x : v)
+        if (std::isfinite(x)) lo = std::min(lo, x), hi = std::max(hi, x);
+      RangeObserver o({.method = CalibrationMethod::kMinMax});
+      o.observe(v);
+      ASSERT_EQ(o.min(), lo) << n << " " << at;
+      ASSERT_EQ(o.max(), hi) << n << " " << at;
+    }
+  }
+  // All negative: the maximum is not a default 0 or infinity.
+  RangeObserver neg({.method = CalibrationMethod::kMinMax});
+  neg.observe(std::vector<float>(40, -3.0f));
+  EXPECT_EQ(neg.min(), -3.0f);
+  EXPECT_EQ(neg.max(), -3.0f);
+}
+
 TEST(Observer, NothingSeenIsAnEmptyRange) {
   RangeObserver o({.method = CalibrationMethod::kEntropy});
   EXPECT_EQ(o.range().min, 0.0f);
