@@ -92,6 +92,34 @@ TEST(Engine, ReplansOnShapeChange) {
   }
 }
 
+TEST(Engine, RunWithHandsOverEveryOutputWithoutCopying) {
+  // Intermediate values made graph outputs (as calibration does): run_with hands over the same
+  // values as run_raw, as views that the next run overwrites.
+  Graph g = small_classifier();
+  for (const char* name : {"relu", "residual", "se.gate", "silu"}) g.add_output(*g.find_value(name));
+  auto model = Model::from_graph(g, {.threads = 2});
+  std::mt19937 rng(5);
+  Tensor x1 = random_tensor({2, 3, 24, 24}, rng), x2 = random_tensor({2, 3, 24, 24}, rng);
+  const std::vector<Tensor> want = model->run_raw({x1});
+  ASSERT_EQ(want.size(), 5u);
+  std::vector<Tensor> views;
+  int calls = 0;
+  model->run_with({x1}, [&](std::span<const Tensor> outs) {
+    ++calls;
+    ASSERT_EQ(outs.size(), want.size());
+    for (size_t i = 0; i < outs.size(); ++i) {
+      EXPECT_TRUE(bit_equal(outs[i], want[i])) << model->outputs()[i].name;
+      views.push_back(outs[i]);
+    }
+  });
+  EXPECT_EQ(calls, 1);
+  // Views, not copies: after the next run on the same executor they hold its values.
+  model->run_with({x2}, [](std::span<const Tensor>) {});
+  const std::vector<Tensor> second = model->run_raw({x2});
+  EXPECT_TRUE(bit_equal(views[0], second[0]));
+  EXPECT_FALSE(bit_equal(views[0], want[0]));
+}
+
 TEST(Engine, ReferenceBackendMatchesRunReference) {
   Graph g = small_classifier();
   auto model = Model::from_graph(g, {.threads = 1, .backend = Backend::kReference});
