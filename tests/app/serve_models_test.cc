@@ -30,12 +30,20 @@ Tensor image_input(int64_t size, uint32_t seed) {
   return test::random_tensor({1, 3, size, size}, rng);
 }
 
-TEST(ServeModels, RegistryLoadsAndReloads) {
+// A registry serving one tiny classifier, "m", from its own folder.
+struct OneModel {
   TempDir d;
   fs::path p = d.path() / "m.onnx";
-  write_classifier(p, 1);
-  ModelRegistry reg({.threads = 1}, {});
-  reg.add("m", p);
+  ModelRegistry reg{{.threads = 1}, {}};
+  OneModel() {
+    write_classifier(p, 1);
+    reg.add("m", p);
+  }
+};
+
+TEST(ServeModels, RegistryLoadsAndReloads) {
+  OneModel one;
+  auto& [d, p, reg] = one;
   EXPECT_THROW(reg.add("m", p), Error);
   EXPECT_THROW(reg.add("missing", d.path() / "nope.onnx"), Error);
   auto v1 = reg.get("m");
@@ -78,11 +86,8 @@ TEST(ServeModels, RegistryLoadsAndReloads) {
 }
 
 TEST(ServeModels, PollReloadsChangedFilesOnceSettled) {
-  TempDir d;
-  fs::path p = d.path() / "m.onnx";
-  write_classifier(p, 1);
-  ModelRegistry reg({.threads = 1}, {});
-  reg.add("m", p);
+  OneModel one;
+  auto& [d, p, reg] = one;
   EXPECT_EQ(reg.poll_changes(), 0);
   fs::path tmp = d.path() / "new.onnx";
   write_classifier(tmp, 3);
@@ -111,11 +116,8 @@ TEST(ServeModels, PollReloadsChangedFilesOnceSettled) {
 }
 
 TEST(ServeModels, BatchedResultsEqualSingleRuns) {
-  TempDir d;
-  fs::path p = d.path() / "m.onnx";
-  write_classifier(p, 1);
-  ModelRegistry reg({.threads = 1}, {});
-  reg.add("m", p);
+  OneModel one;
+  auto& [d, p, reg] = one;
   auto m = reg.get("m");
   Dispatcher disp({.workers = 1, .max_batch = 4, .batch_timeout = std::chrono::milliseconds(500), .max_queue = 16});
   std::vector<int> batches;
@@ -136,11 +138,8 @@ TEST(ServeModels, BatchedResultsEqualSingleRuns) {
 }
 
 TEST(ServeModels, FullQueueAndDeadlines) {
-  TempDir d;
-  fs::path p = d.path() / "m.onnx";
-  write_classifier(p, 1);
-  ModelRegistry reg({.threads = 1}, {});
-  reg.add("m", p);
+  OneModel one;
+  auto& [d, p, reg] = one;
   auto m = reg.get("m");
   Dispatcher disp({.workers = 1, .max_batch = 1, .max_queue = 2});
   auto later = Clock::now() + std::chrono::seconds(60);
