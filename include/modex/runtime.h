@@ -63,6 +63,9 @@ class Model {
   static std::shared_ptr<Model> load(const std::filesystem::path& path, const ModelOptions& options = {});
   // An engine for an IR graph already in memory (NCHW graphs take NCHW inputs, NHWC ones NHWC).
   static std::shared_ptr<Model> from_graph(const ir::Graph& graph, const ModelOptions& options = {});
+  // The same, taking the graph over: weights the engine rewrites (NHWC layout, folding) are
+  // released as they are replaced instead of staying held by the caller's graph.
+  static std::shared_ptr<Model> from_graph(ir::Graph&& graph, const ModelOptions& options = {});
 
   ~Model();
   Model(const Model&) = delete;

@@ -457,9 +457,13 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<Model> Model::from_graph(const ir::Graph& source, const ModelOptions& options) {
+  return from_graph(ir::Graph(source), options);  // a copy shares the constants' buffers
+}
+
+std::shared_ptr<Model> Model::from_graph(ir::Graph&& source, const ModelOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  ir::Graph g = source;
+  ir::Graph g = std::move(source);
   for (ir::ValueId in : g.inputs()) impl->inputs.push_back(info_of(g.value(in)));
   // An int8 graph is executed as given: it is already NHWC, and its every tensor has calibrated
   // params that a float rewrite (fusing, folding) would not keep consistent. A graph is int8 when
@@ -537,7 +541,7 @@ std::shared_ptr<Model> Model::load(const std::filesystem::path& path, const Mode
   nlohmann::ordered_json meta = models::checkpoint_metadata(built, ckpt.config, models::nominal_input_size(built, ckpt.config));
   for (auto it = meta.begin(); it != meta.end(); ++it)
     built.graph.metadata[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
-  return from_graph(built.graph, options);
+  return from_graph(std::move(built.graph), options);
 }
 
 const std::vector<TensorInfo>& Model::inputs() const { return impl_->inputs; }
