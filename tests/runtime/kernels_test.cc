@@ -103,6 +103,58 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
   }
 }
 
+// 3x3 stride-1 convolutions on the Winograd F(4x4, 3x3) kernel: output sizes that are not whole
+// tiles (odd, even, 14 x 14), C and O off the 8- and 16-float vectors (O = 24: a last panel of 8
+// columns), C deeper than one K block (530), pads 0 / 1 / asymmetric, batch 1 to 3, every fused
+// activation path (clamp, SiLU in registers, HardSwish as a separate pass). Its transforms round
+// differently from a direct sum (measured here: up to ~1.3e-5 of max |output| at C = 530, ~5e-6
+// below, where the dense kernel stays under 1e-6), hence 1e-4 rather than kF32Tolerance. Small
+// layers (under 10 x 10 output pixels, under 8 channels) must stay on the dense kernel.
+TEST(NativeKernels, WinogradConvolutionMatchesReference) {
+  const std::string wino = "native_winograd_f43|xnn_conv2d_nhwc_f32",
+                    dense = "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32";
+  std::vector<ConvCase> cases = {
+      {1, 15, 17, 20, 35, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
+      {3, 18, 16, 16, 16, 3, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, wino},
+      {1, 20, 19, 33, 24, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu6, true, wino},
+      {2, 14, 14, 64, 17, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, false, wino},
+      {1, 16, 15, 24, 40, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kRelu, true, wino},
+      {1, 17, 14, 530, 20, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
+      {3, 13, 16, 40, 48, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, wino},
+      {1, 16, 16, 24, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kHardSwish, true, wino},
+      {1, 10, 10, 8, 9, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, wino},   // smallest taken
+      {2, 7, 7, 64, 64, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},   // 7 x 7 output
+      {1, 20, 20, 4, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // C = 4
+      {1, 20, 20, 32, 4, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // O = 4
+  };
+  std::mt19937 rng(5);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    const ConvCase& p = cases[i];
+    Graph g = conv_graph(p, rng);
+    expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, p.kernel, i % 2 ? 1 : 2, 1e-4f);
+  }
+}
+
+// The declared shape is dynamic, so the kernel decides per bound shape: a small input after a
+// large one runs on the dense kernel it creates then, and a large one again on Winograd.
+TEST(NativeKernels, WinogradRebindsToDenseForSmallShapes) {
+  std::mt19937 rng(6);
+  ConvCase p{1, 16, 16, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, ""};
+  Graph g = conv_graph(p, rng);
+  auto model = Model::from_graph(g, {.threads = 2});
+  for (int64_t size : {16, 6, 20}) {
+    SCOPED_TRACE("size " + std::to_string(size));
+    Tensor x = random_tensor({1, size, size, 32}, rng);
+    EXPECT_TRUE(close(runtime::run_reference(g, {x})[0], model->run({x})[0], 1e-4f));
+    auto names = model->kernel_names();
+    ASSERT_EQ(names.size(), 1u);
+    if (names[0] != "xnn_conv2d_nhwc_f32") {  // no AVX2: neither native kernel
+      EXPECT_EQ(names[0], size >= 10 ? "native_winograd_f43" : "native_conv2d_nhwc_f32_avx2");
+    }
+  }
+}
+
 // The harness must be able to fail: one changed weight has to be noticed.
 TEST(XnnKernels, ComparisonDetectsAPerturbedWeight) {
   std::mt19937 rng(2);

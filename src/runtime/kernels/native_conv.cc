@@ -14,6 +14,8 @@
 // 3-channel stem, dilated convolutions) gather im2col rows per block. Work items are blocks of
 // output rows; when there are too few for the threads (7x7 / 14x14 late layers), groups of
 // output-channel panels too. ReLU / ReLU6 clamp and SiLU are applied to the tile in registers.
+// 3x3 stride-1 convolutions with enough pixels and channels go to the Winograd kernel
+// (native_winograd.cc, registered first), which runs its GEMMs on this micro-kernel.
 #include <immintrin.h>
 #include <pthreadpool.h>
 
@@ -21,6 +23,7 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/kernels/native_conv.h"
 #include "runtime/kernels/native_math.h"
 #include "runtime/kernels/xnn_common.h"
 
@@ -46,97 +49,15 @@ namespace {
 
 using native::cpu_has_avx2_fma;
 
-constexpr int64_t kMr = 6, kNr = 16;
-// Deepest K block: a 6-row A strip (12 KB) and a 16-column B panel (32 KB) of this depth stay in
-// L1/L2. K is split into equal blocks no deeper than this (576 -> 2 x 288, not 512 + 64), so no
-// block runs a short, overhead-dominated loop. (Measured on resnet18 at 1 thread: 512 and 384 about
-// equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains.)
-constexpr int64_t kKc = 512;
+using native::kKc;
+using native::kMr;
+using native::kNr;
+using native::micro_kernel_6x16;
+using native::next_panel_share;
+using native::Prefetch;
+
 // Rows per parallel item when gathering into the shared buffer.
 constexpr int64_t kGatherRows = 8;
-
-
-// c[r][0..15] = init[r] + sum_k a[r][k] * b[k][0..15] for r < rows (rows <= 6, a[r] valid for
-// every r: callers repeat the last row), columns < cols written. init[r] is the bias (first K
-// block) or c's row itself (later blocks); the clamp applies on the last K block only.
-// pf[0 .. pf_lines * 16) is prefetched on the way: the caller's share of the next B panel, which
-// comes from memory in the late layers whose weights do not fit in the caches.
-// kWide = false computes only columns 0..7 (the last panel of an O that is 8 mod 16: 24, 40, ...
-// channels in MobileNet / EfficientNet), skipping the half of the work that would be discarded.
-template <bool kWide>
-__attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const float* const* a, const float* b,
-                                                            const float* bias, bool accumulate, float* c,
-                                                            int64_t ldc, int64_t rows, int64_t cols, bool last,
-                                                            float lo, float hi, bool silu, const float* pf,
-                                                            int64_t pf_lines) {
-  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  if (!accumulate) {
-    c00 = _mm256_loadu_ps(bias);
-    c01 = _mm256_loadu_ps(bias + 8);
-    c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
-  } else if (rows == kMr && cols == kNr) {  // a whole tile: continue from c itself
-    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
-    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-  } else {
-    alignas(32) float init[kMr][kNr] = {};
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(init[r], c + r * ldc, static_cast<size_t>(cols) * sizeof(float));
-    c00 = _mm256_load_ps(init[0]), c01 = _mm256_load_ps(init[0] + 8);
-    c10 = _mm256_load_ps(init[1]), c11 = _mm256_load_ps(init[1] + 8);
-    c20 = _mm256_load_ps(init[2]), c21 = _mm256_load_ps(init[2] + 8);
-    c30 = _mm256_load_ps(init[3]), c31 = _mm256_load_ps(init[3] + 8);
-    c40 = _mm256_load_ps(init[4]), c41 = _mm256_load_ps(init[4] + 8);
-    c50 = _mm256_load_ps(init[5]), c51 = _mm256_load_ps(init[5] + 8);
-  }
-  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-  for (int64_t k = 0; k < K; ++k) {
-    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + k * kNr), _MM_HINT_T0);
-    __m256 b0 = _mm256_load_ps(b), b1 = kWide ? _mm256_load_ps(b + 8) : b0;
-    b += kNr;
-    __m256 v = _mm256_broadcast_ss(a0 + k);
-    c00 = _mm256_fmadd_ps(v, b0, c00);
-    if constexpr (kWide) c01 = _mm256_fmadd_ps(v, b1, c01);
-    v = _mm256_broadcast_ss(a1 + k);
-    c10 = _mm256_fmadd_ps(v, b0, c10);
-    if constexpr (kWide) c11 = _mm256_fmadd_ps(v, b1, c11);
-    v = _mm256_broadcast_ss(a2 + k);
-    c20 = _mm256_fmadd_ps(v, b0, c20);
-    if constexpr (kWide) c21 = _mm256_fmadd_ps(v, b1, c21);
-    v = _mm256_broadcast_ss(a3 + k);
-    c30 = _mm256_fmadd_ps(v, b0, c30);
-    if constexpr (kWide) c31 = _mm256_fmadd_ps(v, b1, c31);
-    v = _mm256_broadcast_ss(a4 + k);
-    c40 = _mm256_fmadd_ps(v, b0, c40);
-    if constexpr (kWide) c41 = _mm256_fmadd_ps(v, b1, c41);
-    v = _mm256_broadcast_ss(a5 + k);
-    c50 = _mm256_fmadd_ps(v, b0, c50);
-    if constexpr (kWide) c51 = _mm256_fmadd_ps(v, b1, c51);
-  }
-  if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
-  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-  __m256 acc[kMr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  for (int64_t r = 0; r < rows; ++r) {
-    __m256 y0 = _mm256_min_ps(_mm256_max_ps(acc[r][0], vlo), vhi);
-    __m256 y1 = _mm256_min_ps(_mm256_max_ps(acc[r][1], vlo), vhi);
-    if (silu && last) {
-      y0 = native::silu_avx2(y0);
-      y1 = native::silu_avx2(y1);
-    }
-    float* cr = c + r * ldc;
-    if (cols == kNr) {
-      _mm256_storeu_ps(cr, y0);
-      _mm256_storeu_ps(cr + 8, y1);
-    } else {
-      alignas(32) float tmp[kNr];
-      _mm256_store_ps(tmp, y0);
-      _mm256_store_ps(tmp + 8, y1);
-      std::memcpy(cr, tmp, static_cast<size_t>(cols) * sizeof(float));
-    }
-  }
-}
 
 class NativeConv final : public Kernel {
  public:
@@ -320,18 +241,6 @@ class NativeConv final : public Kernel {
     }
   }
 
-  // The strip starting at row r prefetches its share of the packed B panel after b (the next
-  // panel, or the next K block's first: the layout is contiguous in that order), so that the
-  // strips of one panel together fetch the next one. Prefetching past the end cannot fault.
-  struct Prefetch {
-    const float* at;
-    int64_t lines;
-  };
-  static Prefetch next_panel_share(const float* b, int64_t kc, int64_t r, int64_t rows) {
-    int64_t strips = (rows + kMr - 1) / kMr, share = (kc + strips - 1) / strips, first = r / kMr * share;
-    return {b + (kc + first) * kNr, std::clamp<int64_t>(kc - first, 0, share)};
-  }
-
   // One K block per table column: row pointers into the input (or into zero-padded copies of the
   // border windows), so no interior row is copied.
   void run_block_indirect(int64_t m0, int64_t rows, int64_t p_begin, int64_t p_end, const float* packed, float* y) {
@@ -420,7 +329,13 @@ std::unique_ptr<Kernel> make_native_conv(const KernelRequest& req) {
 
 }  // namespace
 
+std::unique_ptr<Kernel> native::make_dense_conv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C) {
+  return std::make_unique<NativeConv>(a, w, b, C);
+}
+
 void register_native_kernels(KernelRegistry& r) {
+  // Winograd first: it declines every node but 3x3 stride-1 convolutions large enough to gain.
+  r.add(ir::OpKind::kConv, DType::kFloat32, KernelBackend::kNative, native::make_winograd_conv);
   r.add(ir::OpKind::kConv, DType::kFloat32, KernelBackend::kNative, make_native_conv);
 }
 
