@@ -34,6 +34,15 @@ bool native::cpu_has_avx2_fma() {
   return ok;
 }
 
+void native::parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self) {
+  if (ctx.pool && items > 1) {
+    std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
+    pthreadpool_parallelize_1d(ctx.pool, fn, self, static_cast<size_t>(items), 0);
+  } else {
+    for (int64_t i = 0; i < items; ++i) fn(self, static_cast<size_t>(i));
+  }
+}
+
 __attribute__((target("avx2,fma"))) void native::silu_inplace(float* data, size_t count) {
   size_t i = 0;
   for (; i + 8 <= count; i += 8) _mm256_storeu_ps(data + i, silu_avx2(_mm256_loadu_ps(data + i)));
@@ -54,6 +63,7 @@ using native::kMr;
 using native::kNr;
 using native::micro_kernel_6x16;
 using native::next_panel_share;
+using native::parallel;
 using native::Prefetch;
 
 // Rows per parallel item when gathering into the shared buffer.
@@ -146,21 +156,13 @@ class NativeConv final : public Kernel {
         auto* k = static_cast<NativeConv*>(self);
         int64_t m0 = static_cast<int64_t>(i) * kGatherRows;
         k->gather(m0, std::min(kGatherRows, k->M_ - m0), k->gathered_ + m0 * k->K_);
-      });
+      }, this);
     }
-    parallel(ctx, blocks_, [](void* self, size_t i) { static_cast<NativeConv*>(self)->run_block(static_cast<int64_t>(i)); });
+    parallel(ctx, blocks_, [](void* self, size_t i) { static_cast<NativeConv*>(self)->run_block(static_cast<int64_t>(i)); }, this);
     post_.run(ctx);
   }
 
  private:
-  void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t)) {
-    if (ctx.pool && items > 1) {
-      std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
-      pthreadpool_parallelize_1d(ctx.pool, fn, this, static_cast<size_t>(items), 0);
-    } else {
-      for (int64_t i = 0; i < items; ++i) fn(this, static_cast<size_t>(i));
-    }
-  }
 
   // Gathers A rows [m0, m0 + rows) into `buf` (rows x K); zero where the window leaves the input.
   void gather(int64_t m0, int64_t rows, float* buf) const {

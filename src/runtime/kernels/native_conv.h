@@ -120,6 +120,10 @@ inline Prefetch next_panel_share(const float* b, int64_t kc, int64_t r, int64_t 
 
 // The dense NHWC convolution (native_conv.cc) for a node the caller has already checked (groups 1,
 // constant weights [O, kH, kW, C], non-negative pads, AVX2/FMA and XNNPACK available).
+// fn(self, i) for i in [0, items): over the pool when there is one (held under its mutex, so
+// concurrent runs can share it) and more than one item, else on the calling thread.
+void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self);
+
 std::unique_ptr<Kernel> make_dense_conv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C);
 
 // The Winograd F(4x4, 3x3) convolution, or nullptr for the nodes it does not take.

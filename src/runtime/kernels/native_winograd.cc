@@ -37,6 +37,7 @@ using native::kMr;
 using native::kNr;
 using native::micro_kernel_6x16;
 using native::next_panel_share;
+using native::parallel;
 using native::Prefetch;
 
 constexpr int64_t kTile = 4, kIn = 6, kPositions = kIn * kIn;
@@ -171,25 +172,17 @@ class WinogradConv final : public Kernel {
     }
     parallel(ctx, tiles_, [](void* self, size_t i) {
       static_cast<WinogradConv*>(self)->transform_input(static_cast<int64_t>(i));
-    });
+    }, this);
     parallel(ctx, kPositions * row_blocks_, [](void* self, size_t i) {
       static_cast<WinogradConv*>(self)->gemm(static_cast<int64_t>(i));
-    });
+    }, this);
     parallel(ctx, tiles_, [](void* self, size_t i) {
       static_cast<WinogradConv*>(self)->transform_output(static_cast<int64_t>(i));
-    });
+    }, this);
     post_.run(ctx);
   }
 
  private:
-  void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t)) {
-    if (ctx.pool && items > 1) {
-      std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
-      pthreadpool_parallelize_1d(ctx.pool, fn, this, static_cast<size_t>(items), 0);
-    } else {
-      for (int64_t i = 0; i < items; ++i) fn(this, static_cast<size_t>(i));
-    }
-  }
 
   // V[pos][tile][0, C) = B^T d B for the 6x6 input window of `tile` (zero outside the input).
   __attribute__((target("avx2,fma"))) void transform_input(int64_t tile) {
