@@ -31,9 +31,9 @@ class TorchArchive {
   };
   // Contiguous little-endian tensors with their stored dtypes. Every storage the requests use is
   // read once into its own buffer (tied weights share it); tensors view it where the layout
-  // allows and are strided copies otherwise. From an archive in a file, storages are checked
-  // (size, CRC) here but read into memory only when first accessed (Buffer::allocate_lazy; sizes
-  // checked again then, not the CRC); the tensors keep the archive open.
+  // allows and are strided copies otherwise. From an archive in a file, storages are read into
+  // memory, and their size and CRC checked, only when first accessed (Buffer::allocate_lazy), so
+  // a damaged one throws then; the tensors keep the archive open until they are read.
   std::vector<Tensor> materialize(const std::vector<TensorRequest>& requests);
 
  private:
