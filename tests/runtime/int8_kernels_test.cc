@@ -3,16 +3,19 @@
 // reference (integers at most one apart; how often is printed), and the engine's int8 API,
 // re-planning and concurrent use. LiteRT parity is tests/oracle/test_runtime_int8.py.
 #include <gtest/gtest.h>
+#include <pthreadpool.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <thread>
 
 #include "int8_test_graphs.h"
 #include "modex/runtime.h"
+#include "runtime/kernels/kernel.h"
 #include "runtime/kernels/reference_int8.h"
 #include "runtime/reference.h"
 
@@ -224,7 +227,8 @@ TEST(Int8Xnnpack, MatchesReferenceWithinOneStep) {
     std::string kernels;
     for (const auto& k : fast->kernel_names()) kernels += k + " ";
     if (c.name.find("conv") != std::string::npos && c.name != "grouped_conv") {
-      EXPECT_NE(kernels.find("xnn_"), std::string::npos) << kernels;
+      EXPECT_TRUE(kernels.find("xnn_") != std::string::npos || kernels.find("native_") != std::string::npos)
+          << kernels;
     }
   }
   std::printf("int8 XNNPACK vs reference: %lld of %lld output integers differ by one (%.3f%%)\n",
@@ -256,7 +260,8 @@ TEST(Int8Xnnpack, ConvolutionGrid) {
             Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(cases));
             auto av = ints(ref->run_raw({in})[0]), bv = ints(fast->run_raw({in})[0]);
             ASSERT_EQ(fast->kernel_names().size(), 1u);
-            EXPECT_EQ(fast->kernel_names()[0].rfind("xnn_", 0), 0u) << fast->kernel_names()[0];
+            const std::string kernel = fast->kernel_names()[0];
+            EXPECT_TRUE(kernel.rfind("xnn_", 0) == 0 || (groups == 1 && kernel.rfind("native_", 0) == 0)) << kernel;
             for (size_t i = 0; i < av.size(); ++i) {
               ASSERT_LE(std::abs(av[i] - bv[i]), 1)
                   << "k" << k << " s" << stride << " g" << g << " at " << i;
@@ -269,6 +274,104 @@ TEST(Int8Xnnpack, ConvolutionGrid) {
               static_cast<long long>(cases), static_cast<long long>(off),
               static_cast<long long>(total),
               100.0 * static_cast<double>(off) / static_cast<double>(total));
+}
+
+// Runs the graph's single node on the kernel `backend` creates for it, alone (no engine, no
+// passes): setup and run over a pool of `threads`.
+Tensor run_kernel(const ir::Graph& g, runtime::KernelBackend backend, const Tensor& x, int threads,
+                  std::string* name) {
+  const ir::Node& node = g.nodes().at(0);
+  auto kernel = runtime::KernelRegistry::instance().create({g, node}, std::span(&backend, 1));
+  *name = std::string(kernel->name());
+  const ir::Value& yv = g.value(node.outputs[0]);
+  Tensor y = Tensor::empty(yv.dtype, *ir::to_dims(yv.shape));
+  pthreadpool_t pool = threads > 1 ? pthreadpool_create(static_cast<size_t>(threads)) : nullptr;
+  std::mutex mutex;
+  runtime::RunContext ctx{pool, &mutex};
+  const Tensor in[3] = {x, g.value(node.inputs[1]).constant, g.value(node.inputs[2]).constant};
+  kernel->setup(in, std::span(&y, 1), ctx);
+  kernel->run(ctx);
+  kernel->run(ctx);  // a second run over the same binding gives the same result
+  if (pool) pthreadpool_destroy(pool);
+  return y;
+}
+
+// modex's own AVX2 int8 convolution requantizes as XNNPACK does, so the two give the same
+// integers (and so the same as LiteRT, which runs on XNNPACK); against the reference, one step at
+// most. Shapes cover odd K, K split into blocks, 1 to 16 columns in the last panel, channel
+// groups at 2 threads (few output pixels), dilation, asymmetric pads, per-tensor scales,
+// negative and positive zero points, ReLU / ReLU6 ranges.
+TEST(Int8Native, DenseConvolutionEqualsXnnpack) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2";
+  struct Case {
+    Dims in;
+    int64_t O, k, stride;
+    std::vector<int64_t> pads;
+    int64_t dilation;
+    ir::Activation act;
+    bool per_channel;
+    int64_t zp;
+  };
+  using ir::Activation;
+  const std::vector<Case> cases = {
+      {{1, 9, 9, 5}, 7, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu6, true, 3},            // odd K, 7 columns
+      {{2, 10, 11, 64}, 40, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu, true, -20},       // K in 2 blocks, 8 left
+      {{1, 7, 7, 96}, 136, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, 5},          // 1x1, channel groups
+      {{1, 5, 5, 300}, 21, 3, 2, {0, 1, 1, 0}, 1, Activation::kNone, false, -128},      // per-tensor, asym pads
+      {{1, 13, 12, 4}, 24, 5, 1, {4, 4, 4, 4}, 2, Activation::kNone, true, 0},          // dilation
+      {{1, 23, 21, 3}, 16, 7, 2, {3, 3, 3, 3}, 1, Activation::kRelu, true, -7},         // stem
+      {{3, 6, 5, 32}, 9, 3, 1, {1, 0, 1, 2}, 1, Activation::kRelu6, false, 127},        // batch 3
+      {{1, 1, 1, 1200}, 17, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, 1},         // K in 3 blocks
+      {{1, 15, 16, 24}, 33, 1, 2, {0, 0, 0, 0}, 1, Activation::kRelu, true, -1},        // 1x1 stride 2
+  };
+  int64_t total = 0, off = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    test::Int8Builder b(static_cast<uint32_t>(40 + i));
+    auto x = b.input("x", c.in, 0.02f, c.zp);
+    b.g.add_output(b.conv(x, c.O, c.k, c.stride, c.pads, 1, c.act, c.per_channel, c.dilation));
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE("case " + std::to_string(i) + ", threads " + std::to_string(threads));
+      Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(i * 7 + threads));
+      std::string native_name, xnn_name, ref_name;
+      auto nv = ints(run_kernel(b.g, runtime::KernelBackend::kNative, in, threads, &native_name));
+      auto xv = ints(run_kernel(b.g, runtime::KernelBackend::kXnnpack, in, threads, &xnn_name));
+      auto rv = ints(run_kernel(b.g, runtime::KernelBackend::kReference, in, 1, &ref_name));
+      ASSERT_EQ(native_name, "native_conv2d_nhwc_q8_avx2");
+      ASSERT_EQ(xnn_name.rfind("xnn_conv2d_nhwc_q", 0), 0u) << xnn_name;
+      ASSERT_EQ(nv.size(), xv.size());
+      int64_t lo = 127, hi = -128;
+      for (size_t j = 0; j < nv.size(); ++j) {
+        ASSERT_EQ(nv[j], xv[j]) << "at " << j;
+        ASSERT_LE(std::abs(nv[j] - rv[j]), 1) << "at " << j;
+        off += nv[j] != rv[j];
+        lo = std::min(lo, nv[j]), hi = std::max(hi, nv[j]);
+      }
+      EXPECT_LT(lo, hi);  // not a constant output
+      total += static_cast<int64_t>(nv.size());
+    }
+  }
+  std::printf("int8 native conv: equal to XNNPACK; %lld of %lld integers one step from the reference\n",
+              static_cast<long long>(off), static_cast<long long>(total));
+}
+
+// The int8 constant Pad (what a TFLite max pool with explicit padding reads) on XNNPACK: the
+// same bytes as the reference, for pad values that quantize inside and outside the int8 range.
+TEST(Int8Xnnpack, PadEqualsReference) {
+  for (float value : {0.0f, -1e9f, 0.37f})
+    for (int threads : {1, 2}) {
+      test::Int8Builder b(9);
+      auto x = b.input("x", {2, 5, 7, 6}, 0.02f, -9);
+      b.g.add_output(b.same(ir::OpKind::kPad, ir::PadAttrs{{0, 1, 0, 2, 0, 2, 3, 1}, value}, {x}));
+      auto fast = Model::from_graph(b.g, {.threads = threads});
+      auto ref = Model::from_graph(b.g, {.threads = 1, .backend = Backend::kReference});
+      Tensor in = random_input(b.g.value(x), 3);
+      Tensor got = fast->run_raw({in})[0];
+      ASSERT_EQ(fast->kernel_names().size(), 1u);
+      EXPECT_EQ(fast->kernel_names()[0], "xnn_constant_pad_nd_x8");
+      EXPECT_EQ(got.shape(), (Dims{2, 8, 10, 9}));
+      EXPECT_EQ(ints(got), ints(ref->run_raw({in})[0])) << "value " << value;
+    }
 }
 
 const test::Int8Case& find_case(const std::vector<test::Int8Case>& cases, const std::string& name) {

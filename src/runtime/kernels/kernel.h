@@ -67,6 +67,7 @@ class KernelRegistry {
 // explicit calls rather than static initialisers, which a static library would drop).
 void register_reference_kernels(KernelRegistry& r);
 void register_native_kernels(KernelRegistry& r);
+void register_native_q8_kernels(KernelRegistry& r);
 void register_xnn_conv_kernels(KernelRegistry& r);
 void register_xnn_pool_kernels(KernelRegistry& r);
 void register_xnn_elementwise_kernels(KernelRegistry& r);

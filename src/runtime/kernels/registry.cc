@@ -8,6 +8,7 @@ KernelRegistry& KernelRegistry::instance() {
   static KernelRegistry* registry = [] {
     auto* r = new KernelRegistry;
     register_native_kernels(*r);
+    register_native_q8_kernels(*r);
     register_xnn_conv_kernels(*r);
     register_xnn_pool_kernels(*r);
     register_xnn_elementwise_kernels(*r);

@@ -1,6 +1,6 @@
 // XNNPACK int8 kernels: convolution (per-channel qc8 or per-tensor qs8 weights, depthwise
-// included), fully connected, add, multiply, max pooling, float -> int8 conversion; and two small
-// kernels of modex's own that round as LiteRT's XNNPACK does (the spatial mean, requantization).
+// included; dense ones go to native_conv_q8.cc first on AVX2), fully connected, add, multiply,
+// max pooling, constant pad, float -> int8 conversion; and two small kernels of modex's own that round as LiteRT's XNNPACK does (the spatial mean, requantization).
 // Each factory prepares the node with the reference kernels' checks first, so the parameters are
 // the ones the reference computes with; XNNPACK requantizes in fp32 (round to nearest even) where
 // TFLite's reference uses Q31 fixed point, so results may differ by one step. A node XNNPACK
@@ -204,6 +204,34 @@ std::unique_ptr<Kernel> make_max_pool(const KernelRequest& req) {
       });
 }
 
+// Constant Pad of an int8 tensor (the explicit padding a TFLite max pool or convolution reads):
+// the padding byte is the reference's (the pad value quantized with the output's params).
+std::unique_ptr<Kernel> make_pad(const KernelRequest& req) {
+  if (!int8_node(req)) return nullptr;
+  const ir::Node& n = req.node;
+  const auto& pads = n.attr<ir::PadAttrs>().pads;
+  const size_t rank = req.graph.value(n.inputs[0]).shape.size();
+  if (rank == 0 || rank > XNN_MAX_TENSOR_DIMS || pads.size() != 2 * rank) return nullptr;
+  for (int64_t v : pads)
+    if (v < 0) return nullptr;
+  q8::Prepared p = q8::prepare(req.graph, n);
+  const uint32_t byte = static_cast<uint8_t>(i8(p.pad_value));
+  xnn_operator_t op = nullptr;
+  if (xnn_create_constant_pad_nd_x8(&byte, 0, &op) != xnn_status_success) return nullptr;
+  return std::make_unique<XnnInt8>(
+      xnn::Operator(op), "xnn_constant_pad_nd_x8",
+      [pads, rank](xnn_operator_t o, std::span<const Tensor> in, Tensor& y, pthreadpool_t pool) {
+        std::array<size_t, XNN_MAX_TENSOR_DIMS> shape{}, pre{}, post{};
+        for (size_t d = 0; d < rank; ++d) {
+          shape[d] = static_cast<size_t>(in[0].dim(static_cast<int64_t>(d)));
+          pre[d] = static_cast<size_t>(pads[d]);
+          post[d] = static_cast<size_t>(pads[d + rank]);
+        }
+        return xnn_setup_constant_pad_nd_x8(o, rank, shape.data(), pre.data(), post.data(), in[0].raw(),
+                                            y.raw_mutable(), pool);
+      });
+}
+
 // The mean over H and W of an NHWC int8 tensor (TFLite's MEAN of a classifier head), as LiteRT
 // computes it with XNNPACK: the int32 sum of (x - zp_in), times s_in / (s_out * count) in fp32,
 // plus zp_out, rounded half to even. XNNPACK 2022's global average pooling (here) rounds ties up,
@@ -323,6 +351,7 @@ void register_xnn_int8_kernels(KernelRegistry& r) {
   r.add(OpKind::kAdd, DType::kInt8, KernelBackend::kXnnpack, make_binary);
   r.add(OpKind::kMul, DType::kInt8, KernelBackend::kXnnpack, make_binary);
   r.add(OpKind::kMaxPool, DType::kInt8, KernelBackend::kXnnpack, make_max_pool);
+  r.add(OpKind::kPad, DType::kInt8, KernelBackend::kXnnpack, make_pad);
   r.add(OpKind::kReduceMean, DType::kInt8, KernelBackend::kXnnpack, make_mean);
   for (DType d : {DType::kInt8, DType::kUInt8, DType::kFloat32})
     r.add(OpKind::kQuantize, d, KernelBackend::kXnnpack, make_quantize);
