@@ -1,6 +1,7 @@
 // XNNPACK int8 kernels: convolution (per-channel qc8 or per-tensor qs8 weights, depthwise
 // included; dense ones go to native_conv_q8.cc first on AVX2), fully connected, add, multiply,
-// max pooling, constant pad, float -> int8 conversion; and two small kernels of modex's own that round as LiteRT's XNNPACK does (the spatial mean, requantization).
+// max pooling, constant pad, float -> int8 conversion; and two small kernels of modex's own that
+// round as LiteRT's XNNPACK does (the spatial mean, requantization).
 // Each factory prepares the node with the reference kernels' checks first, so the parameters are
 // the ones the reference computes with; XNNPACK requantizes in fp32 (round to nearest even) where
 // TFLite's reference uses Q31 fixed point, so results may differ by one step. A node XNNPACK
