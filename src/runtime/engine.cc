@@ -422,8 +422,11 @@ bool has_nhwc_ops(const ir::Graph& g) {
 
 // torch.onnx.export writes SiLU (EfficientNet's activation) as Mul(x, Sigmoid(x)): two nodes and
 // two passes over memory. As one Silu node it fuses into the convolution before it, whose native
-// kernel applies it to the output tile in registers.
-void fuse_sigmoid_multiply(ir::Graph& g) {
+// kernel applies it to the output tile in registers. In an int8 graph (`quantized`: TFLite's
+// LOGISTIC then MUL) the Silu node keeps the Mul's output params and is one table of the input
+// byte, computed from the two ops' integer semantics (the Sigmoid's output has TFLite's fixed
+// params, 1/256 and -128).
+void fuse_sigmoid_multiply(ir::Graph& g, bool quantized) {
   auto consumers = g.consumers();
   bool changed = false;
   for (size_t k = 0; k < g.nodes().size(); ++k) {
@@ -440,6 +443,13 @@ void fuse_sigmoid_multiply(ir::Graph& g) {
       if (sig.dead || sig.op != ir::OpKind::kSigmoid || sig.inputs[0] != x || g.is_graph_output(gate) ||
           consumers[static_cast<size_t>(gate)].size() != 1 || g.value(x).shape != g.value(mul.outputs[0]).shape)
         continue;
+      if (quantized) {
+        const ir::Value &xv = g.value(x), &gv = g.value(gate), &yv = g.value(mul.outputs[0]);
+        const ir::QuantParams fixed{{1.0f / 256.0f}, {-128}, 0};
+        if (xv.dtype != DType::kInt8 || yv.dtype != DType::kInt8 || gv.dtype != DType::kInt8 || !xv.quant ||
+            !yv.quant || !gv.quant || gv.quant->scale != fixed.scale || gv.quant->zero_point != fixed.zero_point)
+          continue;
+      }
       mul.op = ir::OpKind::kSilu;
       mul.attrs = ir::NoAttrs{};
       mul.inputs = {x};
@@ -465,8 +475,9 @@ std::shared_ptr<Model> Model::from_graph(ir::Graph&& source, const ModelOptions&
   impl->options = options;
   ir::Graph g = std::move(source);
   for (ir::ValueId in : g.inputs()) impl->inputs.push_back(info_of(g.value(in)));
-  // An int8 graph is executed as given: it is already NHWC, and its every tensor has calibrated
-  // params that a float rewrite (fusing, folding) would not keep consistent. A graph is int8 when
+  // An int8 graph is executed as given (but for SiLU's two ops made one table): it is already
+  // NHWC, and its every tensor has calibrated params that a float rewrite (fusing, folding) would
+  // not keep consistent. A graph is int8 when
   // an input or output is quantized or an op other than Quantize/Dequantize reads a quantized
   // value; a QDQ graph (float ops between Quantize -> Dequantize pairs, ONNX Runtime's int8 form)
   // is a float graph: its constant Dequantizes fold into float weights and its activation pairs
@@ -479,12 +490,11 @@ std::shared_ptr<Model> Model::from_graph(ir::Graph&& source, const ModelOptions&
         if (n.dead || n.op == ir::OpKind::kQuantize || n.op == ir::OpKind::kDequantize) return false;
         return std::any_of(n.inputs.begin(), n.inputs.end(), is_quant);
       });
-  if (!quantized) {
-    fuse_sigmoid_multiply(g);
+  fuse_sigmoid_multiply(g, quantized);
+  if (!quantized)
     passes::optimize(g, {.fuse_activations = true});
-  } else {
+  else
     g.compact();
-  }
   std::vector<bool> nchw(g.inputs().size(), false);
   if (!quantized && !has_nhwc_ops(g)) {
     // The graph's 4-D inputs become NHWC; the engine transposes callers' NCHW images on the way

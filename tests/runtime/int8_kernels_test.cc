@@ -380,6 +380,48 @@ const test::Int8Case& find_case(const std::vector<test::Int8Case>& cases, const 
   throw Error("no case " + name);
 }
 
+// Mul(x, Sigmoid(x)) runs as one table of the input byte (the engine fuses it): every byte value
+// gives what the two ops' kernels give run one after the other, on both backends (the reference's
+// Q31 multiply, and XNNPACK's multiply as the auto backend runs it unfused).
+TEST(Int8Fused, SiluTableEqualsTheTwoOps) {
+  auto cases = test::int8_cases();
+  const ir::Graph& g = find_case(cases, "silu").graph;
+  ASSERT_EQ(g.nodes().size(), 2u);
+  Tensor x = Tensor::empty(DType::kInt8, {1, 4, 8, 16});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data_mutable<int8_t>()[i] = static_cast<int8_t>(i % 256 - 128);
+  using runtime::KernelBackend;
+  for (Backend backend : {Backend::kReference, Backend::kAuto}) {
+    SCOPED_TRACE(backend == Backend::kAuto ? "auto" : "reference");
+    auto model = Model::from_graph(g, {.threads = 2, .backend = backend});
+    Tensor fused = model->run_raw({x})[0];
+    ASSERT_EQ(model->kernel_names().size(), 1u);
+    EXPECT_EQ(model->kernel_names()[0], backend == Backend::kAuto ? "q8_silu_lut_xnnpack_rounding" : "ref_q8_Silu");
+    // The two nodes on the kernels the backend would give them unfused.
+    std::vector<KernelBackend> order = backend == Backend::kAuto
+                                           ? std::vector<KernelBackend>{KernelBackend::kNative, KernelBackend::kXnnpack,
+                                                                        KernelBackend::kReference}
+                                           : std::vector<KernelBackend>{KernelBackend::kReference};
+    std::vector<Tensor> values(g.values().size());
+    values[static_cast<size_t>(g.inputs()[0])] = x;
+    std::string names;
+    for (const ir::Node& n : g.nodes()) {
+      auto k = runtime::KernelRegistry::instance().create({g, n}, order);
+      names += std::string(k->name()) + " ";
+      std::vector<Tensor> in;
+      for (ir::ValueId v : n.inputs) in.push_back(values[static_cast<size_t>(v)]);
+      Tensor y = Tensor::empty(DType::kInt8, x.shape());
+      runtime::RunContext ctx;
+      k->setup(in, std::span(&y, 1), ctx);
+      k->run(ctx);
+      values[static_cast<size_t>(n.outputs[0])] = y;
+    }
+    if (backend == Backend::kAuto) {
+      EXPECT_NE(names.find("xnn_multiply_nd_qs8"), std::string::npos) << names;
+    }
+    EXPECT_EQ(ints(fused), ints(values[static_cast<size_t>(g.outputs()[0])])) << names;
+  }
+}
+
 TEST(Int8Engine, QuantInfoRunAndRunRaw) {
   auto cases = test::int8_cases();
   const auto& c = find_case(cases, "small_cnn");

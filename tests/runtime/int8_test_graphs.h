@@ -245,6 +245,13 @@ inline std::vector<Int8Case> int8_cases() {
     add("logistic", b, b.own(OpKind::kSigmoid, ir::NoAttrs{}, x, 0, 1.0f / 256.0f, -128));
   }
   {
+    // SiLU as TFLite writes it (LOGISTIC, then MUL by the input): the engine runs it as one table.
+    Int8Builder b(24);
+    auto x = b.input("image", {1, 4, 8, 16}, 0.05f, -6);
+    auto gate = b.own(OpKind::kSigmoid, ir::NoAttrs{}, x, 0, 1.0f / 256.0f, -128);
+    add("silu", b, b.binary(OpKind::kMul, x, gate));
+  }
+  {
     Int8Builder b(15);
     auto x = b.input("image", {1, 10}, 0.02f, -1);
     add("softmax", b, b.own(OpKind::kSoftmax, ir::AxisAttrs{1}, x, 0, 1.0f / 256.0f, -128));

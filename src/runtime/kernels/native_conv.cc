@@ -54,6 +54,30 @@ __attribute__((target("avx2,fma"))) void native::silu_inplace(float* data, size_
   }
 }
 
+__attribute__((target("avx2,fma"))) void native::lookup_bytes(const uint8_t* table, const uint8_t* x, uint8_t* y,
+                                                              size_t count) {
+  __m256i rows[16];
+  for (int t = 0; t < 16; ++t)
+    rows[t] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * t)));
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  size_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i lo = _mm256_and_si256(v, low);
+    __m256i r[16];
+    for (int t = 0; t < 16; ++t) r[t] = _mm256_shuffle_epi8(rows[t], lo);
+    // vpblendvb reads each byte's top bit: bit 7 (the high nibble's bit 3) first, then bits 6, 5, 4
+    // moved up by 16-bit shifts (a byte's bit 7 only ever receives its own lower bits).
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_blendv_epi8(r[t], r[t + 8], v);
+    const __m256i m2 = _mm256_slli_epi16(v, 1);
+    for (int t = 0; t < 4; ++t) r[t] = _mm256_blendv_epi8(r[t], r[t + 4], m2);
+    const __m256i m1 = _mm256_slli_epi16(v, 2);
+    for (int t = 0; t < 2; ++t) r[t] = _mm256_blendv_epi8(r[t], r[t + 2], m1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm256_blendv_epi8(r[0], r[1], _mm256_slli_epi16(v, 3)));
+  }
+  for (; i < count; ++i) y[i] = table[x[i]];
+}
+
 namespace {
 
 using native::cpu_has_avx2_fma;

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace modex::runtime::native {
 
@@ -47,5 +48,10 @@ bool cpu_has_avx2_fma();
 
 // In place over data[0, count).
 void silu_inplace(float* data, size_t count);
+
+// y[i] = table[x[i]] for i < count (a 256-entry byte table; y may be x). 32 bytes at a time: the
+// low nibble picks an entry of each of the table's 16 rows (vpshufb), the high nibble's four bits
+// pick among the 16 results in a tree of byte blends.
+void lookup_bytes(const uint8_t* table, const uint8_t* x, uint8_t* y, size_t count);
 
 }  // namespace modex::runtime::native

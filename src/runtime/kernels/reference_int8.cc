@@ -169,6 +169,18 @@ int32_t rescale_one(const Prepared& p, int32_t x);
 
 // Element-wise int8 ops depend on the input byte only: a 256-entry table of the scalar kernel,
 // indexed by the input's bit pattern (the same integers, one load per element).
+// TFLite's Logistic as a table: s = 1 / (1 + exp(-x)) of the dequantized input, quantized with
+// `out` (round half away from zero).
+void sigmoid_table(const Affine& in, const Affine& out, int32_t lo, int32_t hi, std::array<int8_t, 256>& table) {
+  const float inverse_scale = 1.0f / out.scale;
+  for (int32_t v = lo; v <= hi; ++v) {
+    const float x = in.scale * static_cast<float>(v - in.zero_point);
+    const float s = 1.0f / (1.0f + std::exp(-x));
+    const int32_t q = static_cast<int32_t>(std::round(s * inverse_scale) + static_cast<float>(out.zero_point));
+    table[static_cast<uint8_t>(v)] = static_cast<int8_t>(std::clamp(q, lo, hi));
+  }
+}
+
 void fill_lut(Prepared& p, int32_t (*f)(const Prepared&, int32_t)) {
   auto [lo, hi] = dtype_range(p.in_dtype);
   for (int32_t v = lo; v <= hi; ++v) p.lut[static_cast<uint8_t>(v)] = static_cast<int8_t>(f(p, v));
@@ -373,14 +385,7 @@ Prepared prepare(const ir::Graph& g, const ir::Node& n) {
                              " zp=" + std::to_string(p.out.zero_point),
                          ErrorKind::kUnsupported);
       if (n.op == OpKind::kSigmoid) {
-        const float inverse_scale = 1.0f / p.out.scale;
-        for (int32_t v = lo; v <= hi; ++v) {
-          const float x = p.in[0].scale * static_cast<float>(v - p.in[0].zero_point);
-          const float s = 1.0f / (1.0f + std::exp(-x));
-          const int32_t q = static_cast<int32_t>(std::round(s * inverse_scale) +
-                                                 static_cast<float>(p.out.zero_point));
-          p.lut[static_cast<uint8_t>(v)] = static_cast<int8_t>(std::clamp(q, lo, hi));
-        }
+        sigmoid_table(p.in[0], p.out, lo, hi, p.lut);
       } else {
         p.axis = normalized_axis(n.attr<ir::AxisAttrs>().axis, ins[0]->shape.size());
         if (p.axis != static_cast<int64_t>(ins[0]->shape.size()) - 1)
@@ -388,6 +393,23 @@ Prepared prepare(const ir::Graph& g, const ir::Node& n) {
         const float scale = -p.in[0].scale;  // beta 1
         for (int32_t v = 0; v <= 255; ++v)
           p.exp_table[static_cast<size_t>(255 - v)] = std::exp(scale * static_cast<float>(v));
+      }
+      break;
+    }
+    case OpKind::kSilu: {
+      // Mul(x, Sigmoid(x)), fused by the engine: the Sigmoid's output has TFLite's fixed params
+      // (its table is kept in `gate`), the Mul requantizes (x - zp) * (gate - zp_gate) with
+      // multiplier s_in * s_gate / s_out. One table of the input byte, as the two ops give.
+      need_int8_io();
+      if (p.in_dtype != DType::kInt8) throw node_error(n, "quantized Silu needs int8 data", ErrorKind::kUnsupported);
+      const Affine gate{1.0f / 256.0f, -128};
+      sigmoid_table(p.in[0], gate, lo, hi, p.gate);
+      p.output = quantize_multiplier(static_cast<double>(p.in[0].scale) * static_cast<double>(gate.scale) /
+                                     static_cast<double>(p.out.scale));
+      for (int32_t v = lo; v <= hi; ++v) {
+        const int32_t prod = (v - p.in[0].zero_point) * (p.gate[static_cast<uint8_t>(v)] - gate.zero_point);
+        const int32_t q = multiply_by_quantized_multiplier(prod, p.output) + p.out.zero_point;
+        p.lut[static_cast<uint8_t>(v)] = static_cast<int8_t>(std::clamp(q, lo, hi));
       }
       break;
     }
@@ -790,6 +812,7 @@ void run_typed(const Prepared& p, std::span<const Tensor> in, Tensor& y) {
       return;
     case OpKind::kHardSwish:
     case OpKind::kSigmoid:
+    case OpKind::kSilu:
     case OpKind::kRelu:
     case OpKind::kClip:
       lookup<T>(p, in[0], y);

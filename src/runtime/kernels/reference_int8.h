@@ -56,8 +56,10 @@ struct Prepared {
   // HardSwish: TFLite's int16 fixed-point multipliers.
   int16_t hs_output_mult = 0, hs_reluish_mult = 0;
   int hs_output_exp = 0, hs_reluish_exp = 0;
-  // Logistic, HardSwish, Relu, Clip: a 256-entry table indexed by the input's bit pattern.
+  // Logistic, HardSwish, Relu, Clip, Silu: a 256-entry table indexed by the input's bit pattern.
   std::array<int8_t, 256> lut{};
+  // Silu (the engine's fused Mul(x, Sigmoid(x))): the Sigmoid's table.
+  std::array<int8_t, 256> gate{};
   // Softmax: exp(-input_scale * (max - x)) indexed as TFLite's optimized kernel does.
   std::array<float, 256> exp_table{};
   int64_t axis = 0;  // Softmax / Concat, normalised

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/kernels/native_conv.h"
 #include "runtime/kernels/reference_int8.h"
 #include "runtime/kernels/xnn_common.h"
 
@@ -289,36 +290,85 @@ std::unique_ptr<Kernel> make_mean(const KernelRequest& req) {
 // + 128) >> 8, rather than TFLite's Q31 multiplier. The two differ by one step on a few percent
 // of values when the scales differ; with equal scales (int8 <-> uint8 model I/O) both are exact.
 // As a 256-entry table of the input byte.
-class XnnCompatibleRequantize final : public Kernel {
+// A 256-entry table of the input byte, applied over the tensor (split over the pool's threads
+// when large).
+class Lut8 final : public Kernel {
  public:
-  explicit XnnCompatibleRequantize(const q8::Prepared& p) {
-    const int32_t m = static_cast<int32_t>(std::lrintf(256.0f * (p.in[0].scale / p.out.scale)));
-    const bool in_u8 = p.in_dtype == DType::kUInt8, out_u8 = p.out_dtype == DType::kUInt8;
-    const int32_t lo = out_u8 ? 0 : -128, hi = out_u8 ? 255 : 127;
-    for (int32_t b = 0; b < 256; ++b) {
-      const int32_t x = in_u8 ? b : static_cast<int8_t>(static_cast<uint8_t>(b));
-      const int32_t acc = (x - p.in[0].zero_point) * m + 128;
-      const int32_t v =
-          std::clamp(p.out.zero_point + (acc >> 8), lo, hi);  // arithmetic shift: floor
-      lut_[static_cast<size_t>(b)] = static_cast<uint8_t>(v);
-    }
-  }
-  std::string_view name() const override { return "q8_requantize_xnnpack_rounding"; }
+  Lut8(std::string name, const std::array<uint8_t, 256>& table) : name_(std::move(name)), lut_(table) {}
+  std::string_view name() const override { return name_; }
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext&) override {
     x_ = in[0];
     y_ = out[0];
   }
-  void run(const RunContext&) override {
-    const uint8_t* xd = x_.raw();
-    uint8_t* yd = y_.raw_mutable();
-    const int64_t n = x_.numel();
-    for (int64_t i = 0; i < n; ++i) yd[i] = lut_[xd[i]];
+  void run(const RunContext& ctx) override {
+    const int64_t n = x_.numel(), chunks = (n + kChunk - 1) / kChunk;
+    native::parallel(ctx, chunks, [](void* self, size_t i) {
+      auto* k = static_cast<Lut8*>(self);
+      const int64_t begin = static_cast<int64_t>(i) * kChunk, end = std::min(k->x_.numel(), begin + kChunk);
+      const uint8_t* xd = k->x_.raw();
+      uint8_t* yd = k->y_.raw_mutable();
+      if (native::cpu_has_avx2_fma()) {
+        native::lookup_bytes(k->lut_.data(), xd + begin, yd + begin, static_cast<size_t>(end - begin));
+        return;
+      }
+      for (int64_t j = begin; j < end; ++j) yd[j] = k->lut_[xd[j]];
+    }, this);
   }
 
  private:
-  std::array<uint8_t, 256> lut_{};
+  static constexpr int64_t kChunk = 64 << 10;
+  std::string name_;
+  std::array<uint8_t, 256> lut_;
   Tensor x_, y_;
 };
+
+// Requantization between int8/uint8 params as XNNPACK's qs8/qu8 convert kernels do it (and so as
+// LiteRT does): an 8-bit fixed-point ratio, out = zp_out + ((x - zp_in) * lrintf(256 * s_in /
+// s_out) + 128) >> 8, rather than TFLite's Q31 multiplier. The two differ by one step on a few
+// percent of values when the scales differ; with equal scales (int8 <-> uint8 model I/O) both
+// are exact.
+std::unique_ptr<Kernel> make_requantize(const q8::Prepared& p) {
+  const int32_t m = static_cast<int32_t>(std::lrintf(256.0f * (p.in[0].scale / p.out.scale)));
+  const bool in_u8 = p.in_dtype == DType::kUInt8, out_u8 = p.out_dtype == DType::kUInt8;
+  const int32_t lo = out_u8 ? 0 : -128, hi = out_u8 ? 255 : 127;
+  std::array<uint8_t, 256> lut{};
+  for (int32_t b = 0; b < 256; ++b) {
+    const int32_t x = in_u8 ? b : static_cast<int8_t>(static_cast<uint8_t>(b));
+    const int32_t acc = (x - p.in[0].zero_point) * m + 128;
+    const int32_t v = std::clamp(p.out.zero_point + (acc >> 8), lo, hi);  // arithmetic shift: floor
+    lut[static_cast<size_t>(b)] = static_cast<uint8_t>(v);
+  }
+  return std::make_unique<Lut8>("q8_requantize_xnnpack_rounding", lut);
+}
+
+// SiLU (the engine's fused Mul(x, Sigmoid(x))) as the two ops run unfused: the Sigmoid's table
+// (the reference's, as int8 Logistic runs), then XNNPACK's qs8 multiply of x by it, evaluated
+// once for each of the 256 input bytes by an XNNPACK multiply operator. One pass over memory
+// instead of two ops and three.
+std::unique_ptr<Kernel> make_silu(const KernelRequest& req) {
+  if (!int8_node(req)) return nullptr;
+  q8::Prepared p = q8::prepare(req.graph, req.node);
+  const float gate_scale = 1.0f / 256.0f;
+  if (!in_range(static_cast<double>(p.in[0].scale) * gate_scale / p.out.scale, 0x1.0p-16, 0x1.0p+8)) return nullptr;
+  xnn_operator_t raw = nullptr;
+  if (xnn_create_multiply_nd_qs8(i8(p.in[0].zero_point), p.in[0].scale, -128, gate_scale, i8(p.out.zero_point),
+                                 p.out.scale, -128, 127, 0, &raw) != xnn_status_success)
+    return nullptr;
+  xnn::Operator op(raw);
+  std::array<int8_t, 256> x{}, gate{}, y{};
+  for (int32_t b = 0; b < 256; ++b) {
+    x[static_cast<size_t>(b)] = static_cast<int8_t>(b - 128);
+    gate[static_cast<size_t>(b)] = p.gate[static_cast<uint8_t>(static_cast<int8_t>(b - 128))];
+  }
+  const size_t shape[1] = {256};
+  if (xnn_setup_multiply_nd_qs8(op.get(), 1, shape, 1, shape, x.data(), gate.data(), y.data(), nullptr) !=
+          xnn_status_success ||
+      xnn_run_operator(op.get(), nullptr) != xnn_status_success)
+    return nullptr;
+  std::array<uint8_t, 256> lut{};
+  for (int32_t b = 0; b < 256; ++b) lut[static_cast<uint8_t>(x[static_cast<size_t>(b)])] = static_cast<uint8_t>(y[static_cast<size_t>(b)]);
+  return std::make_unique<Lut8>("q8_silu_lut_xnnpack_rounding", lut);
+}
 
 std::unique_ptr<Kernel> make_quantize(const KernelRequest& req) {
   if (!xnn::available() || !q8::is_quantized_node(req.graph, req.node)) return nullptr;
@@ -328,7 +378,7 @@ std::unique_ptr<Kernel> make_quantize(const KernelRequest& req) {
   if ((x.dtype == DType::kInt8 || x.dtype == DType::kUInt8) && !(ratio < 1e6f))
     return nullptr;  // reference
   if (x.dtype == DType::kInt8 || x.dtype == DType::kUInt8)
-    return std::make_unique<XnnCompatibleRequantize>(p);
+    return make_requantize(p);
   if (x.dtype != DType::kFloat32 || p.out_dtype != DType::kInt8) return nullptr;
   if (!in_range(1.0 / p.out.scale, 0x1.0p-30, 0x1.0p+30)) return nullptr;
   // float32 -> int8: XNNPACK's convert (x / scale rounded to nearest even).
@@ -353,6 +403,7 @@ void register_xnn_int8_kernels(KernelRegistry& r) {
   r.add(OpKind::kMul, DType::kInt8, KernelBackend::kXnnpack, make_binary);
   r.add(OpKind::kMaxPool, DType::kInt8, KernelBackend::kXnnpack, make_max_pool);
   r.add(OpKind::kPad, DType::kInt8, KernelBackend::kXnnpack, make_pad);
+  r.add(OpKind::kSilu, DType::kInt8, KernelBackend::kXnnpack, make_silu);
   r.add(OpKind::kReduceMean, DType::kInt8, KernelBackend::kXnnpack, make_mean);
   for (DType d : {DType::kInt8, DType::kUInt8, DType::kFloat32})
     r.add(OpKind::kQuantize, d, KernelBackend::kXnnpack, make_quantize);
