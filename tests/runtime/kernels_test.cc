@@ -65,7 +65,7 @@ Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f
 
 TEST(XnnKernels, ConvolutionMatchesReference) {
   const std::string dense = "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32", conv = "xnn_conv2d_nhwc_f32",
-                    dw = "xnn_dwconv2d_nhwc_f32";
+                    dw = "native_dwconv2d_nhwc_f32_avx2|xnn_dwconv2d_nhwc_f32", xnn_dw = "xnn_dwconv2d_nhwc_f32";
   std::vector<ConvCase> cases = {
       {1, 9, 11, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
       {2, 10, 9, 8, 12, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},   // asymmetric pads
@@ -93,6 +93,17 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
       {1, 6, 7, 120, 18, 5, 1, {2, 2, 2, 2}, 1, 1, Activation::kNone, true, dense},
       {1, 10, 10, 64, 16, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
       {3, 5, 6, 64, 33, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kSilu, true, dense},
+      // Depthwise (native for channels in multiples of 8, unit dilation): blocks of four interior
+      // pixels and the rest, borders on both sides, all-border tiny inputs, stride 2 with
+      // asymmetric pads, a 7-wide kernel (the generic path), activations fused or after.
+      {2, 9, 13, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 32, Activation::kSilu, true, dw},
+      {1, 7, 7, 40, 40, 5, 2, {2, 2, 2, 2}, 1, 40, Activation::kNone, false, dw},
+      {1, 3, 2, 8, 8, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kRelu, true, dw},
+      {1, 15, 17, 16, 16, 3, 2, {0, 1, 1, 0}, 1, 16, Activation::kSigmoid, true, dw},
+      {1, 6, 9, 8, 8, 7, 1, {3, 3, 3, 3}, 1, 8, Activation::kHardSwish, true, dw},
+      {1, 14, 14, 24, 24, 5, 1, {2, 2, 2, 2}, 1, 24, Activation::kRelu6, true, dw},
+      {1, 10, 10, 12, 12, 3, 1, {1, 1, 1, 1}, 1, 12, Activation::kRelu6, true, xnn_dw},  // 12 channels
+      {1, 10, 10, 16, 16, 3, 1, {2, 2, 2, 2}, 2, 16, Activation::kNone, true, xnn_dw},   // dilation 2
   };
   std::mt19937 rng(1);
   for (size_t i = 0; i < cases.size(); ++i) {

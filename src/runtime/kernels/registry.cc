@@ -9,6 +9,7 @@ KernelRegistry& KernelRegistry::instance() {
     auto* r = new KernelRegistry;
     register_native_kernels(*r);
     register_native_q8_kernels(*r);
+    register_native_dwconv_kernels(*r);
     register_xnn_conv_kernels(*r);
     register_xnn_pool_kernels(*r);
     register_xnn_elementwise_kernels(*r);
