@@ -16,8 +16,11 @@ namespace modex::runtime::native {
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_avx2(__m256 x) {
   // Clamped so that 2^n stays a normal float; exp(-87.3) ~ 1.2e-38, exp(88.3) ~ 2.2e38.
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // t = x * log2(e) + 1.5 * 2^23 + 127 rounds x * log2(e) to an integer n in t's low mantissa
+  // bits, biased by 127: shifted up by 23 they are the float 2^n (no round / convert needed).
+  const __m256 magic = _mm256_set1_ps(12582912.0f + 127.0f);
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
   __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -27,9 +30,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_avx2(__m256
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  __m256i e =
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)));
 }
 
 // x * sigmoid(x) = x / (1 + exp(-x)).
