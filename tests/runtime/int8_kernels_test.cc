@@ -296,12 +296,12 @@ Tensor run_kernel(const ir::Graph& g, runtime::KernelBackend backend, const Tens
   return y;
 }
 
-// modex's own AVX2 int8 convolution requantizes as XNNPACK does, so the two give the same
+// modex's own AVX2 int8 convolutions (dense and depthwise) requantize as XNNPACK does, so the two give the same
 // integers (and so the same as LiteRT, which runs on XNNPACK); against the reference, one step at
 // most. Shapes cover odd K, K split into blocks, 1 to 16 columns in the last panel, channel
 // groups at 2 threads (few output pixels), dilation, asymmetric pads, per-tensor scales,
 // negative and positive zero points, ReLU / ReLU6 ranges.
-TEST(Int8Native, DenseConvolutionEqualsXnnpack) {
+TEST(Int8Native, ConvolutionEqualsXnnpack) {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2";
   struct Case {
     Dims in;
@@ -311,6 +311,7 @@ TEST(Int8Native, DenseConvolutionEqualsXnnpack) {
     ir::Activation act;
     bool per_channel;
     int64_t zp;
+    bool depthwise = false;
   };
   using ir::Activation;
   const std::vector<Case> cases = {
@@ -323,13 +324,20 @@ TEST(Int8Native, DenseConvolutionEqualsXnnpack) {
       {{3, 6, 5, 32}, 9, 3, 1, {1, 0, 1, 2}, 1, Activation::kRelu6, false, 127},        // batch 3
       {{1, 1, 1, 1200}, 17, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, 1},         // K in 3 blocks
       {{1, 15, 16, 24}, 33, 1, 2, {0, 0, 0, 0}, 1, Activation::kRelu, true, -1},        // 1x1 stride 2
+      // Depthwise (16 channels at a time): borders, stride 2 with asymmetric pads, 5x5 (an odd
+      // tap count), an input smaller than the kernel, dilation.
+      {{1, 9, 9, 16}, 16, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu6, true, 3, true},
+      {{2, 10, 11, 32}, 32, 3, 2, {0, 1, 1, 0}, 1, Activation::kNone, false, -128, true},
+      {{1, 7, 7, 48}, 48, 5, 1, {2, 2, 2, 2}, 1, Activation::kRelu, true, 127, true},
+      {{1, 3, 2, 16}, 16, 5, 2, {2, 2, 2, 2}, 1, Activation::kNone, true, -5, true},
+      {{1, 8, 8, 32}, 32, 3, 1, {2, 2, 2, 2}, 2, Activation::kNone, true, 0, true},
   };
   int64_t total = 0, off = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
     test::Int8Builder b(static_cast<uint32_t>(40 + i));
     auto x = b.input("x", c.in, 0.02f, c.zp);
-    b.g.add_output(b.conv(x, c.O, c.k, c.stride, c.pads, 1, c.act, c.per_channel, c.dilation));
+    b.g.add_output(b.conv(x, c.O, c.k, c.stride, c.pads, c.depthwise ? c.in[3] : 1, c.act, c.per_channel, c.dilation));
     for (int threads : {1, 2}) {
       SCOPED_TRACE("case " + std::to_string(i) + ", threads " + std::to_string(threads));
       Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(i * 7 + threads));
@@ -337,8 +345,8 @@ TEST(Int8Native, DenseConvolutionEqualsXnnpack) {
       auto nv = ints(run_kernel(b.g, runtime::KernelBackend::kNative, in, threads, &native_name));
       auto xv = ints(run_kernel(b.g, runtime::KernelBackend::kXnnpack, in, threads, &xnn_name));
       auto rv = ints(run_kernel(b.g, runtime::KernelBackend::kReference, in, 1, &ref_name));
-      ASSERT_EQ(native_name, "native_conv2d_nhwc_q8_avx2");
-      ASSERT_EQ(xnn_name.rfind("xnn_conv2d_nhwc_q", 0), 0u) << xnn_name;
+      ASSERT_EQ(native_name, c.depthwise ? "native_dwconv2d_nhwc_q8_avx2" : "native_conv2d_nhwc_q8_avx2");
+      ASSERT_EQ(xnn_name.rfind(c.depthwise ? "xnn_dwconv2d_nhwc_q" : "xnn_conv2d_nhwc_q", 0), 0u) << xnn_name;
       ASSERT_EQ(nv.size(), xv.size());
       int64_t lo = 127, hi = -128;
       for (size_t j = 0; j < nv.size(); ++j) {

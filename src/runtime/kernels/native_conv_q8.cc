@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "runtime/kernels/native_conv.h"
@@ -310,39 +311,182 @@ class NativeConvQ8 final : public Kernel {
   int64_t row_blocks_ = 0, col_groups_ = 1, panels_per_group_ = 0;
 };
 
-std::unique_ptr<Kernel> make_native_conv_q8(const KernelRequest& req) {
+// Depthwise (groups = C = O, C a multiple of 16) int8 convolution. Each work item is one output
+// row; for each pixel a table points at every tap's input pixel, or at a row of the input zero
+// point for taps outside the input (which then add nothing after the bias correction, as in the
+// dense kernel). 16 channels at a time, two taps at a time: the taps' int8 inputs widened to int16
+// and interleaved, so that one vpmaddwd multiplies and adds both taps for 8 channels; the weights
+// are packed once in the same interleaved order (channels 0-3 and 8-11, then 4-7 and 12-15, as
+// the 128-bit lanes of vpunpcklwd / vpunpckhwd put them), and so are bias and scales.
+class NativeDwConvQ8 final : public Kernel {
+ public:
+  NativeDwConvQ8(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, std::span<const float> w_scale,
+                 const q8::Prepared& p, int64_t C)
+      : attrs_(a), C_(C) {
+    T_ = a.kernel[0] * a.kernel[1];
+    pairs_ = (T_ + 1) / 2;
+    const int64_t blocks = C / 16;
+    packed_.assign(static_cast<size_t>(blocks * pairs_ * 32), 0);
+    bias_.assign(static_cast<size_t>(C), 0);
+    scale_.assign(static_cast<size_t>(C), 0.0f);
+    const int8_t* wd = w.data<int8_t>();
+    const int32_t zp_in = p.in[0].zero_point;
+    // Channel c of a block sits at lane position pos(c) of the two int32 halves [lo | hi].
+    auto pos = [](int64_t c) { return (c % 8 < 4 ? 0 : 8) + (c / 8) * 4 + c % 4; };
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t block = c / 16, cb = c % 16, at = pos(cb);
+      int32_t sum = 0;
+      for (int64_t t = 0; t < T_; ++t) {
+        const int8_t v = wd[c * T_ + t];
+        sum += v;
+        packed_[static_cast<size_t>((block * pairs_ + t / 2) * 32 + at * 2 + t % 2)] = v;
+      }
+      const uint32_t bias = b ? static_cast<uint32_t>(b->data<int32_t>()[c]) : 0u;
+      const size_t i = static_cast<size_t>(block * 16 + at);
+      bias_[i] = static_cast<int32_t>(bias - static_cast<uint32_t>(zp_in) * static_cast<uint32_t>(sum));
+      const float ws = w_scale.size() > 1 ? w_scale[static_cast<size_t>(c)] : w_scale[0];
+      scale_[i] = p.in[0].scale * ws / p.out.scale;
+    }
+    zero_row_.assign(static_cast<size_t>(C), static_cast<int8_t>(zp_in));
+    rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
+    rq_.min_less_zp = p.act_min - p.out.zero_point;
+    rq_.zp = p.out.zero_point;
+  }
+  std::string_view name() const override { return "native_dwconv2d_nhwc_q8_avx2"; }
+
+  void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext&) override {
+    x_ = in[0];
+    y_ = out[0];
+    N_ = x_.dim(0);
+    H_ = x_.dim(1);
+    W_ = x_.dim(2);
+    OH_ = y_.dim(1);
+    OW_ = y_.dim(2);
+  }
+
+  void run(const RunContext& ctx) override {
+    native::parallel(ctx, N_ * OH_, [](void* self, size_t i) {
+      static_cast<NativeDwConvQ8*>(self)->row(static_cast<int64_t>(i));
+    }, this);
+  }
+
+ private:
+  __attribute__((target("avx2,fma"))) void row(int64_t item) {
+    const ir::ConvAttrs& a = attrs_;
+    const int64_t n = item / OH_, oh = item % OH_, C = C_;
+    const int8_t* x = x_.data<int8_t>() + n * H_ * W_ * C;
+    int8_t* y = y_.data_mutable<int8_t>() + item * OW_ * C;
+    thread_local std::vector<const int8_t*> taps;
+    taps.resize(static_cast<size_t>(pairs_ * 2));
+    for (int64_t ow = 0; ow < OW_; ++ow) {
+      int64_t t = 0;
+      for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
+        const int64_t ih = oh * a.strides[0] - a.pads[0] + kh * a.dilations[0];
+        for (int64_t kw = 0; kw < a.kernel[1]; ++kw, ++t) {
+          const int64_t iw = ow * a.strides[1] - a.pads[1] + kw * a.dilations[1];
+          taps[static_cast<size_t>(t)] =
+              ih >= 0 && ih < H_ && iw >= 0 && iw < W_ ? x + (ih * W_ + iw) * C : zero_row_.data();
+        }
+      }
+      if (T_ % 2) taps[static_cast<size_t>(T_)] = zero_row_.data();  // its weights are 0
+      int8_t* yo = y + ow * C;
+      const int16_t* wb = packed_.data();
+      for (int64_t c = 0; c < C; c += 16, wb += pairs_ * 32) {
+        __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c));
+        __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c + 8));
+        for (int64_t pr = 0; pr < pairs_; ++pr) {
+          const __m256i x0 = _mm256_cvtepi8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[static_cast<size_t>(2 * pr)] + c)));
+          const __m256i x1 = _mm256_cvtepi8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[static_cast<size_t>(2 * pr + 1)] + c)));
+          const __m256i* wp = reinterpret_cast<const __m256i*>(wb + pr * 32);
+          lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_load_si256(wp)));
+          hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_load_si256(wp + 1)));
+        }
+        // lo holds channels 0-3 | 8-11, hi 4-7 | 12-15: packing per 128-bit lane restores the order.
+        const __m256i q16 = _mm256_packs_epi32(requantize8(lo, scale_.data() + c, rq_),
+                                               requantize8(hi, scale_.data() + c + 8, rq_));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(yo + c),
+                         _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
+      }
+    }
+  }
+
+  ir::ConvAttrs attrs_;
+  int64_t C_, T_ = 0, pairs_ = 0;
+  std::vector<int16_t, Aligned32<int16_t>> packed_;
+  std::vector<int32_t> bias_;
+  std::vector<float> scale_;
+  std::vector<int8_t> zero_row_;
+  Requant rq_{};
+  Tensor x_, y_;
+  int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0;
+};
+
+// The checks both factories share: an int8 NHWC 2-D convolution with constant symmetric int8
+// weights (per-tensor, or per output channel on axis 0), an int32 bias, non-negative pads, and
+// requantization scales in the range XNNPACK accepts (the nodes outside it keep the reference
+// kernel there too). Returns the prepared node, or nullopt to decline.
+std::optional<q8::Prepared> accept_q8_conv(const KernelRequest& req) {
   const ir::Node& n = req.node;
   const auto& a = n.attr<ir::ConvAttrs>();
-  if (!cpu_has_avx2_fma() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2 || a.groups != 1) return nullptr;
+  if (!cpu_has_avx2_fma() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2) return std::nullopt;
   if (!q8::is_quantized_node(req.graph, n) || req.graph.value(n.inputs[0]).dtype != DType::kInt8 ||
       req.graph.value(n.outputs[0]).dtype != DType::kInt8)
-    return nullptr;
+    return std::nullopt;
   const ir::Value& w = req.graph.value(n.inputs[1]);
   const ir::Value* b = n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue ? &req.graph.value(n.inputs[2]) : nullptr;
-  if (!w.is_constant() || w.constant.dtype() != DType::kInt8 || !w.quant || (b && !b->is_constant()) ||
-      (b && b->constant.dtype() != DType::kInt32))
-    return nullptr;
-  const int64_t C = xnn::static_dim(req.graph, n.inputs[0], 3);
-  if (C <= 0 || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
+  if (!w.is_constant() || w.constant.dtype() != DType::kInt8 || w.constant.rank() != 4 || !w.quant ||
+      (b && (!b->is_constant() || b->constant.dtype() != DType::kInt32)))
+    return std::nullopt;
   for (int64_t v : a.pads)
-    if (v < 0) return nullptr;
+    if (v < 0) return std::nullopt;
   for (int64_t zp : w.quant->zero_point)
-    if (zp != 0) return nullptr;
-  q8::Prepared p = q8::prepare(req.graph, n);  // throws on bad quantization, as the reference does
+    if (zp != 0) return std::nullopt;
   const auto& ws = w.quant->scale;
-  if (ws.size() != 1 && (static_cast<int64_t>(ws.size()) != w.constant.dim(0) || w.quant->axis != 0)) return nullptr;
+  if (ws.size() != 1 && (static_cast<int64_t>(ws.size()) != w.constant.dim(0) || w.quant->axis != 0))
+    return std::nullopt;
+  q8::Prepared p = q8::prepare(req.graph, n);  // throws on bad quantization, as the reference does
   for (float s : ws) {
-    // The range XNNPACK accepts (int8 nodes outside it keep the reference kernel there too).
     double r = static_cast<double>(p.in[0].scale) * s / p.out.scale;
-    if (!std::isfinite(r) || r < 0x1.0p-30 || r >= 0x1.0p+7) return nullptr;
+    if (!std::isfinite(r) || r < 0x1.0p-30 || r >= 0x1.0p+7) return std::nullopt;
   }
-  return std::make_unique<NativeConvQ8>(a, w.constant, b ? &b->constant : nullptr, ws, p, C);
+  return p;
+}
+
+const Tensor* bias_of(const KernelRequest& req) {
+  const ir::Node& n = req.node;
+  return n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue ? &req.graph.value(n.inputs[2]).constant : nullptr;
+}
+
+std::unique_ptr<Kernel> make_native_conv_q8(const KernelRequest& req) {
+  const auto& a = req.node.attr<ir::ConvAttrs>();
+  if (a.groups != 1) return nullptr;
+  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
+  const ir::Value& w = req.graph.value(req.node.inputs[1]);
+  if (C <= 0 || !w.is_constant() || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
+  auto p = accept_q8_conv(req);
+  if (!p) return nullptr;
+  return std::make_unique<NativeConvQ8>(a, w.constant, bias_of(req), w.quant->scale, *p, C);
+}
+
+std::unique_ptr<Kernel> make_native_dwconv_q8(const KernelRequest& req) {
+  const auto& a = req.node.attr<ir::ConvAttrs>();
+  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
+  const ir::Value& w = req.graph.value(req.node.inputs[1]);
+  if (C <= 0 || C % 16 != 0 || a.groups != C || !w.is_constant() || w.constant.rank() != 4 ||
+      w.constant.dim(0) != C || w.constant.dim(3) != 1)
+    return nullptr;
+  auto p = accept_q8_conv(req);
+  if (!p) return nullptr;
+  return std::make_unique<NativeDwConvQ8>(a, w.constant, bias_of(req), w.quant->scale, *p, C);
 }
 
 }  // namespace
 
 void register_native_q8_kernels(KernelRegistry& r) {
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_native_conv_q8);
+  r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_native_dwconv_q8);
 }
 
 }  // namespace modex::runtime
