@@ -296,7 +296,7 @@ Tensor run_kernel(const ir::Graph& g, runtime::KernelBackend backend, const Tens
   return y;
 }
 
-// modex's own AVX2 int8 convolutions (dense and depthwise) requantize as XNNPACK does, so the two give the same
+// modex's own AVX2 int8 convolutions (dense, Winograd, depthwise) requantize as XNNPACK does, so the two give the same
 // integers (and so the same as LiteRT, which runs on XNNPACK); against the reference, one step at
 // most. Shapes cover odd K, K split into blocks, 1 to 16 columns in the last panel, channel
 // groups at 2 threads (few output pixels), dilation, asymmetric pads, per-tensor scales,
@@ -312,11 +312,12 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
     bool per_channel;
     int64_t zp;
     bool depthwise = false;
+    bool winograd = false;  // 3x3 stride 1, C a multiple of 16, >= 100 output pixels
   };
   using ir::Activation;
   const std::vector<Case> cases = {
       {{1, 9, 9, 5}, 7, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu6, true, 3},            // odd K, 7 columns
-      {{2, 10, 11, 64}, 40, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu, true, -20},       // K in 2 blocks, 8 left
+      {{2, 6, 7, 64}, 40, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu, true, -20},         // K in 2 blocks, 8 left
       {{1, 7, 7, 96}, 136, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, 5},          // 1x1, channel groups
       {{1, 5, 5, 300}, 21, 3, 2, {0, 1, 1, 0}, 1, Activation::kNone, false, -128},      // per-tensor, asym pads
       {{1, 13, 12, 4}, 24, 5, 1, {4, 4, 4, 4}, 2, Activation::kNone, true, 0},          // dilation
@@ -331,6 +332,12 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
       {{1, 7, 7, 48}, 48, 5, 1, {2, 2, 2, 2}, 1, Activation::kRelu, true, 127, true},
       {{1, 3, 2, 16}, 16, 5, 2, {2, 2, 2, 2}, 1, Activation::kNone, true, -5, true},
       {{1, 8, 8, 32}, 32, 3, 1, {2, 2, 2, 2}, 2, Activation::kNone, true, 0, true},
+      // Winograd F(2x2, 3x3): odd output sizes (edge tiles), asymmetric pads, batch 2, channels
+      // split into two K blocks (528), extreme zero points (padding taps carry them).
+      {{1, 12, 11, 32}, 40, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu6, true, 3, false, true},
+      {{2, 11, 12, 16}, 16, 3, 1, {0, 1, 1, 0}, 1, Activation::kNone, false, -128, false, true},
+      {{1, 10, 10, 528}, 20, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu, true, 127, false, true},
+      {{1, 13, 13, 48}, 72, 3, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, -60, false, true},
   };
   int64_t total = 0, off = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -345,7 +352,9 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
       auto nv = ints(run_kernel(b.g, runtime::KernelBackend::kNative, in, threads, &native_name));
       auto xv = ints(run_kernel(b.g, runtime::KernelBackend::kXnnpack, in, threads, &xnn_name));
       auto rv = ints(run_kernel(b.g, runtime::KernelBackend::kReference, in, 1, &ref_name));
-      ASSERT_EQ(native_name, c.depthwise ? "native_dwconv2d_nhwc_q8_avx2" : "native_conv2d_nhwc_q8_avx2");
+      ASSERT_EQ(native_name, c.depthwise  ? "native_dwconv2d_nhwc_q8_avx2"
+                             : c.winograd ? "native_winograd_q8_f23"
+                                          : "native_conv2d_nhwc_q8_avx2");
       ASSERT_EQ(xnn_name.rfind(c.depthwise ? "xnn_dwconv2d_nhwc_q" : "xnn_conv2d_nhwc_q", 0), 0u) << xnn_name;
       ASSERT_EQ(nv.size(), xv.size());
       int64_t lo = 127, hi = -128;
@@ -386,6 +395,31 @@ const test::Int8Case& find_case(const std::vector<test::Int8Case>& cases, const 
   for (const auto& c : cases)
     if (c.name == name) return c;
   throw Error("no case " + name);
+}
+
+// With a dynamic spatial shape the int8 Winograd kernel is created, and a small bound shape runs
+// on the dense kernel it then makes; a large one again on Winograd. Every shape gives the
+// reference's integers within one step.
+TEST(Int8Native, WinogradRebindsToDenseForSmallShapes) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2";
+  test::Int8Builder b(77);
+  auto x = b.input("x", {1, 12, 12, 32}, 0.02f, -4);
+  b.g.add_output(b.conv(x, 24, 3, 1, {1, 1, 1, 1}, 1, ir::Activation::kRelu));
+  b.g.value(x).shape[1] = ir::Dim::named("height");
+  b.g.value(x).shape[2] = ir::Dim::named("width");
+  b.g.infer_shapes();
+  auto fast = Model::from_graph(b.g, {.threads = 2});
+  auto ref = Model::from_graph(b.g, {.threads = 1, .backend = Backend::kReference});
+  for (int64_t size : {12, 5, 12}) {
+    Tensor in = Tensor::empty(DType::kInt8, {1, size, size, 32});
+    std::mt19937 rng(static_cast<uint32_t>(size));
+    std::uniform_int_distribution<int> d(-128, 127);
+    for (int64_t i = 0; i < in.numel(); ++i) in.data_mutable<int8_t>()[i] = static_cast<int8_t>(d(rng));
+    auto got = ints(fast->run_raw({in})[0]), want = ints(ref->run_raw({in})[0]);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_LE(std::abs(got[i] - want[i]), 1) << "size " << size << " at " << i;
+    EXPECT_EQ(fast->kernel_names().at(0), size >= 7 ? "native_winograd_q8_f23" : "native_conv2d_nhwc_q8_avx2");
+  }
 }
 
 // Mul(x, Sigmoid(x)) runs as one table of the input byte (the engine fuses it): every byte value
