@@ -130,6 +130,30 @@ Tensor dequantized(const Tensor& t, const ir::Value& v) {
 // Single-op cases (and the binary ops on two inputs): the reference int8 result is the float result
 // on the dequantized operands, quantized with the output's params, within one step (HardSwish:
 // TFLite's 16-bit approximation, two steps).
+// Float -> int8 with TFLite's rounding (half away from zero), clamped, NaN to the minimum: the
+// 8-at-a-time path (AVX2) and its scalar tail give what the formula gives for every value.
+TEST(Int8Reference, QuantizeRoundsHalfAwayFromZero) {
+  const float scale = 0.25f;
+  std::vector<float> xs;
+  for (int k = -140; k <= 140; ++k) {
+    const float tie = (static_cast<float>(k) + 0.5f) * scale;
+    xs.insert(xs.end(), {tie, std::nextafter(tie, 0.0f), std::nextafter(tie, 1e9f), std::nextafter(tie, -1e9f),
+                         static_cast<float>(k) * scale});
+  }
+  xs.insert(xs.end(), {0.49999997f * scale, -0.49999997f * scale, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, -0.0f, 3e9f});
+  for (int32_t zp : {0, -5, 100}) {
+    Tensor x = Tensor::empty(DType::kFloat32, {static_cast<int64_t>(xs.size())});
+    std::copy(xs.begin(), xs.end(), x.data_mutable<float>());
+    Tensor y = Tensor::empty(DType::kInt8, x.shape());
+    runtime::q8::quantize(x, {scale, zp}, y);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double q = std::isnan(xs[i]) ? -1e9 : std::round(static_cast<double>(xs[i] / scale));
+      const int64_t want = std::clamp<int64_t>(static_cast<int64_t>(std::clamp(q, -1e9, 1e9)) + zp, -128, 127);
+      ASSERT_EQ(y.data<int8_t>()[i], want) << "x = " << xs[i] << ", zp " << zp;
+    }
+  }
+}
+
 TEST(Int8Reference, MatchesFloatMathOnDequantizedOperands) {
   for (auto& c : test::int8_cases()) {
     if (c.graph.nodes().size() != 1) continue;  // chains accumulate rounding

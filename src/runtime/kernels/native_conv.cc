@@ -20,6 +20,7 @@
 #include <pthreadpool.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -76,6 +77,33 @@ __attribute__((target("avx2,fma"))) void native::lookup_bytes(const uint8_t* tab
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm256_blendv_epi8(r[0], r[1], _mm256_slli_epi16(v, 3)));
   }
   for (; i < count; ++i) y[i] = table[x[i]];
+}
+
+__attribute__((target("avx2,fma"))) void native::quantize_int8(const float* x, size_t count, float scale, int32_t zp,
+                                                               int32_t lo, int32_t hi, int8_t* y) {
+  const __m256 vs = _mm256_set1_ps(scale), vlo = _mm256_set1_ps(static_cast<float>(lo - zp)),
+               vhi = _mm256_set1_ps(static_cast<float>(hi - zp)), half = _mm256_set1_ps(0.5f),
+               sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+  const __m256i vzp = _mm256_set1_epi32(zp);
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    // The quotient clamped first (max returns its second operand for NaN: lo), then rounded: the
+    // bounds are integers, so this equals rounding first.
+    __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), vs), vlo), vhi);
+    // Half away from zero: truncate, then step away from zero when the dropped part is >= 0.5
+    // (v - trunc(v) is exact).
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(v, t)), half, _CMP_GE_OQ);
+    v = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_or_ps(one, _mm256_and_ps(sign, v))));
+    const __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(v), vzp);
+    const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), _mm_packs_epi16(q16, q16));
+  }
+  for (; i < count; ++i) {
+    float v = x[i] / scale;
+    v = std::isnan(v) ? static_cast<float>(lo - zp) : std::clamp(v, static_cast<float>(lo - zp), static_cast<float>(hi - zp));
+    y[i] = static_cast<int8_t>(static_cast<int32_t>(std::round(v)) + zp);
+  }
 }
 
 namespace {

@@ -55,4 +55,9 @@ void silu_inplace(float* data, size_t count);
 // pick among the 16 results in a tree of byte blends.
 void lookup_bytes(const uint8_t* table, const uint8_t* x, uint8_t* y, size_t count);
 
+// y[i] = clamp(round_half_away_from_zero(x[i] / scale), lo - zp, hi - zp) + zp as int8 (TFLite's
+// quantization, as q8::quantize computes it one value at a time; NaN gives lo). lo, hi within
+// [-128, 127].
+void quantize_int8(const float* x, size_t count, float scale, int32_t zp, int32_t lo, int32_t hi, int8_t* y);
+
 }  // namespace modex::runtime::native

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/tensor_ops.h"
+#include "runtime/kernels/native_math.h"
 #include "runtime/kernels/reference_kernels.h"
 
 namespace modex::runtime::q8 {
@@ -476,6 +477,10 @@ void quantize(const Tensor& x, const Affine& q, Tensor& y) {
   auto [lo, hi] = dtype_range(y.dtype());
   const float* xd = x.data<float>();
   const int64_t n = x.numel();
+  if (y.dtype() == DType::kInt8 && native::cpu_has_avx2_fma()) {  // the same values, 8 at a time
+    native::quantize_int8(xd, static_cast<size_t>(n), q.scale, q.zero_point, lo, hi, y.data_mutable<int8_t>());
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const int32_t v =
         std::clamp(round_to_int(xd[i] / q.scale), lo - q.zero_point, hi - q.zero_point) +
