@@ -96,8 +96,8 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
       // Depthwise (native for channels in multiples of 8, unit dilation): blocks of four interior
       // pixels and the rest, borders on both sides, all-border tiny inputs, stride 2 with
       // asymmetric pads, a 7-wide kernel (the generic path), activations fused or after.
+      {1, 7, 7, 40, 40, 5, 2, {2, 2, 2, 2}, 1, 40, Activation::kNone, false, dw},  // 2 threads: channel groups
       {2, 9, 13, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 32, Activation::kSilu, true, dw},
-      {1, 7, 7, 40, 40, 5, 2, {2, 2, 2, 2}, 1, 40, Activation::kNone, false, dw},
       {1, 3, 2, 8, 8, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kRelu, true, dw},
       {1, 15, 17, 16, 16, 3, 2, {0, 1, 1, 0}, 1, 16, Activation::kSigmoid, true, dw},
       {1, 6, 9, 8, 8, 7, 1, {3, 3, 3, 3}, 1, 8, Activation::kHardSwish, true, dw},

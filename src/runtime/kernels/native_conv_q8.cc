@@ -354,7 +354,7 @@ class NativeDwConvQ8 final : public Kernel {
   }
   std::string_view name() const override { return "native_dwconv2d_nhwc_q8_avx2"; }
 
-  void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext&) override {
+  void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
     y_ = out[0];
     N_ = x_.dim(0);
@@ -362,17 +362,25 @@ class NativeDwConvQ8 final : public Kernel {
     W_ = x_.dim(2);
     OH_ = y_.dim(1);
     OW_ = y_.dim(2);
+    // Few output rows (the late layers) for the threads: the channels are split too.
+    const int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
+    groups_ = threads > 1 && N_ * OH_ < 8 * threads ? std::min(C_ / 16, (8 * threads + N_ * OH_ - 1) / (N_ * OH_)) : 1;
+    group_channels_ = (C_ / 16 + groups_ - 1) / groups_ * 16;
+    groups_ = (C_ + group_channels_ - 1) / group_channels_;
   }
 
   void run(const RunContext& ctx) override {
-    native::parallel(ctx, N_ * OH_, [](void* self, size_t i) {
+    native::parallel(ctx, N_ * OH_ * groups_, [](void* self, size_t i) {
       static_cast<NativeDwConvQ8*>(self)->row(static_cast<int64_t>(i));
     }, this);
   }
 
  private:
+  // Output row (n * OH + oh) = item / groups_, channels of group item % groups_.
   __attribute__((target("avx2,fma"))) void row(int64_t item) {
     const ir::ConvAttrs& a = attrs_;
+    const int64_t c_begin = item % groups_ * group_channels_, c_end = std::min(C_, c_begin + group_channels_);
+    item /= groups_;
     const int64_t n = item / OH_, oh = item % OH_, C = C_;
     const int8_t* x = x_.data<int8_t>() + n * H_ * W_ * C;
     int8_t* y = y_.data_mutable<int8_t>() + item * OW_ * C;
@@ -390,8 +398,8 @@ class NativeDwConvQ8 final : public Kernel {
       }
       if (T_ % 2) taps[static_cast<size_t>(T_)] = zero_row_.data();  // its weights are 0
       int8_t* yo = y + ow * C;
-      const int16_t* wb = packed_.data();
-      for (int64_t c = 0; c < C; c += 16, wb += pairs_ * 32) {
+      const int16_t* wb = packed_.data() + c_begin / 16 * pairs_ * 32;
+      for (int64_t c = c_begin; c < c_end; c += 16, wb += pairs_ * 32) {
         __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c));
         __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c + 8));
         for (int64_t pr = 0; pr < pairs_; ++pr) {
@@ -420,7 +428,7 @@ class NativeDwConvQ8 final : public Kernel {
   std::vector<int8_t> zero_row_;
   Requant rq_{};
   Tensor x_, y_;
-  int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0;
+  int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, groups_ = 1, group_channels_ = 0;
 };
 
 // Winograd F(2x2, 3x3) for dense 3x3 stride-1 int8 convolutions (most of a ResNet's work), in

@@ -3,11 +3,13 @@
 //
 // Why not XNNPACK here: its depthwise kernels (Debian's 2022 build) run MobileNet / EfficientNet's
 // 3x3 and 5x5 layers at ~11 GMAC/s on one core, and the SiLU after them is a second pass over the
-// output. Here each work item is one output row: per block of 8 channels the taps' weights are
-// read once, four adjacent output pixels are computed together (a stride-1 3x3 row then reads 6
-// input vectors for 12 multiply-adds instead of 12), and the activation (clamp, or SiLU in
-// registers) is applied before the store. Pixels whose window crosses the left or right border
-// take a per-pixel path that skips the outside taps; rows outside the input are skipped.
+// output. Here a work item is one output row (or a group of its channels, when the rows are too
+// few for the threads). Four adjacent interior pixels are computed together, channel block after
+// channel block (each tap's weight vector then serves four multiply-adds, and the four pixels'
+// inputs are read in address order); the activation (clamp, or SiLU in registers) is applied
+// before the store (EfficientNet-B0's 16 depthwise layers: 4.9 -> 3.5 ms on one core, SiLU
+// included). Pixels whose window crosses the left or right border take a per-pixel path that skips
+// the outside taps; rows outside the input are skipped.
 #include <immintrin.h>
 #include <pthreadpool.h>
 
@@ -66,11 +68,16 @@ class NativeDwConv final : public Kernel {
     ow_lo_ = std::min(OW_, (pl + sw - 1) / sw);
     ow_hi_ = W_ - KW_ + pl >= 0 ? std::min(OW_, (W_ - KW_ + pl) / sw + 1) : 0;
     ow_hi_ = std::max(ow_hi_, ow_lo_);
+    // Few output rows (the 7x7 / 14x14 late layers) for the threads: the channels are split too.
+    const int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
+    groups_ = threads > 1 && N_ * OH_ < 8 * threads ? std::min(C_ / 8, (8 * threads + N_ * OH_ - 1) / (N_ * OH_)) : 1;
+    group_channels_ = (C_ / 8 + groups_ - 1) / groups_ * 8;
+    groups_ = (C_ + group_channels_ - 1) / group_channels_;
     post_.setup(y_.data_mutable<float>(), static_cast<size_t>(y_.numel()), ctx);
   }
 
   void run(const RunContext& ctx) override {
-    native::parallel(ctx, N_ * OH_, [](void* self, size_t i) {
+    native::parallel(ctx, N_ * OH_ * groups_, [](void* self, size_t i) {
       auto* k = static_cast<NativeDwConv*>(self);
       const int64_t item = static_cast<int64_t>(i), key = k->KW_ * 10 + k->attrs_.strides[1];
       switch (key) {
@@ -101,12 +108,14 @@ class NativeDwConv final : public Kernel {
     _mm256_storeu_ps(y + ow * C + c, finish(acc, e));
   }
 
-  // Output row `item` (n * OH + oh). kKW, kSW: the kernel width and stride when compile-time
-  // constants (the common 3x3 / 5x5, stride 1 / 2: taps unrolled, a stride-1 row's overlapping
-  // input vectors loaded once), else 0.
+  // Output row (n * OH + oh) = item / groups_, channels of group item % groups_. kKW, kSW: the
+  // kernel width and stride when compile-time constants (the common 3x3 / 5x5, stride 1 / 2: taps
+  // unrolled, a stride-1 row's overlapping input vectors loaded once), else 0.
   template <int kKW, int kSW>
   __attribute__((target("avx2,fma"))) void row(int64_t item) {
     const int64_t KW = kKW ? kKW : KW_, sw = kSW ? kSW : attrs_.strides[1];
+    const int64_t c_begin = item % groups_ * group_channels_, c_end = std::min(C_, c_begin + group_channels_);
+    item /= groups_;
     const int64_t n = item / OH_, oh = item % OH_;
     const int64_t sh = attrs_.strides[0], pt = attrs_.pads[0], pl = attrs_.pads[1];
     const int64_t ih0 = oh * sh - pt;
@@ -118,14 +127,14 @@ class NativeDwConv final : public Kernel {
     const float* bias = bias_.data();
     int64_t ow = 0;
     for (; ow < ow_lo_; ++ow)
-      for (int64_t c = 0; c < C; c += 8)
+      for (int64_t c = c_begin; c < c_end; c += 8)
         pixel(x, y, weights_.data() + c, _mm256_loadu_ps(bias + c), e, c, ow, ih0, kh_begin, kh_end, KW);
     // Four pixels at a time, channel block after channel block (the four pixels' input vectors
     // are contiguous runs of C floats, read in order).
     for (; ow + 4 <= ow_hi_; ow += 4) {
       const float* xo = x + (ih0 * W_ + ow * sw - pl) * C;
       float* yo = y + ow * C;
-      for (int64_t c = 0; c < C; c += 8) {
+      for (int64_t c = c_begin; c < c_end; c += 8) {
         __m256 a0 = _mm256_loadu_ps(bias + c), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t kh = kh_begin; kh < kh_end; ++kh) {
           const float* xr = xo + kh * W_ * C + c;
@@ -147,7 +156,7 @@ class NativeDwConv final : public Kernel {
     // The interior's last pixels one at a time (all taps, no bounds), then the right border.
     for (; ow < ow_hi_; ++ow) {
       const float* xo = x + (ih0 * W_ + ow * sw - pl) * C;
-      for (int64_t c = 0; c < C; c += 8) {
+      for (int64_t c = c_begin; c < c_end; c += 8) {
         __m256 a0 = _mm256_loadu_ps(bias + c), a1 = _mm256_setzero_ps();
         for (int64_t kh = kh_begin; kh < kh_end; ++kh) {
           const float* xr = xo + kh * W_ * C + c;
@@ -163,7 +172,7 @@ class NativeDwConv final : public Kernel {
       }
     }
     for (; ow < OW_; ++ow)
-      for (int64_t c = 0; c < C; c += 8)
+      for (int64_t c = c_begin; c < c_end; c += 8)
         pixel(x, y, weights_.data() + c, _mm256_loadu_ps(bias + c), e, c, ow, ih0, kh_begin, kh_end, KW);
   }
 
@@ -174,7 +183,7 @@ class NativeDwConv final : public Kernel {
   bool silu_ = false;
   xnn::PostActivation post_;
   Tensor x_, y_;
-  int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, ow_lo_ = 0, ow_hi_ = 0;
+  int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, ow_lo_ = 0, ow_hi_ = 0, groups_ = 1, group_channels_ = 0;
 };
 
 std::unique_ptr<Kernel> make_native_dwconv(const KernelRequest& req) {
