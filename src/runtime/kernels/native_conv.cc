@@ -35,8 +35,8 @@ bool native::cpu_has_avx2_fma() {
   return ok;
 }
 
-void native::parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self) {
-  if (ctx.pool && items > 1) {
+void native::parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self, int64_t work) {
+  if (ctx.pool && items > 1 && work >= kParallelWork) {
     std::lock_guard<std::mutex> lock(*ctx.pool_mutex);
     pthreadpool_parallelize_1d(ctx.pool, fn, self, static_cast<size_t>(items), 0);
   } else {
@@ -220,7 +220,8 @@ class NativeConv final : public Kernel {
         k->gather(m0, std::min(kGatherRows, k->M_ - m0), k->gathered_ + m0 * k->K_);
       }, this);
     }
-    parallel(ctx, blocks_, [](void* self, size_t i) { static_cast<NativeConv*>(self)->run_block(static_cast<int64_t>(i)); }, this);
+    parallel(ctx, blocks_, [](void* self, size_t i) { static_cast<NativeConv*>(self)->run_block(static_cast<int64_t>(i)); }, this,
+             M_ * K_ * O_);
     post_.run(ctx);
   }
 

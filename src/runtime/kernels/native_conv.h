@@ -121,8 +121,12 @@ inline Prefetch next_panel_share(const float* b, int64_t kc, int64_t r, int64_t 
 // The dense NHWC convolution (native_conv.cc) for a node the caller has already checked (groups 1,
 // constant weights [O, kH, kW, C], non-negative pads, AVX2/FMA and XNNPACK available).
 // fn(self, i) for i in [0, items): over the pool when there is one (held under its mutex, so
-// concurrent runs can share it) and more than one item, else on the calling thread.
-void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self);
+// concurrent runs can share it), more than one item and at least kParallelWork multiply-adds of
+// `work` (waking the pool's threads costs more than the small SE-block convolutions take), else on
+// the calling thread.
+inline constexpr int64_t kParallelWork = 1 << 18;
+void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self,
+              int64_t work = std::numeric_limits<int64_t>::max());
 
 std::unique_ptr<Kernel> make_dense_conv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C);
 

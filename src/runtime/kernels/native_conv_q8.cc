@@ -220,7 +220,7 @@ class NativeConvQ8 final : public Kernel {
   void run(const RunContext& ctx) override {
     parallel(ctx, row_blocks_ * col_groups_, [](void* self, size_t i) {
       static_cast<NativeConvQ8*>(self)->run_block(static_cast<int64_t>(i));
-    }, this);
+    }, this, M_ * K_ * O_);
   }
 
  private:
@@ -372,7 +372,7 @@ class NativeDwConvQ8 final : public Kernel {
   void run(const RunContext& ctx) override {
     native::parallel(ctx, N_ * OH_ * groups_, [](void* self, size_t i) {
       static_cast<NativeDwConvQ8*>(self)->row(static_cast<int64_t>(i));
-    }, this);
+    }, this, N_ * OH_ * OW_ * C_ * T_);
   }
 
  private:

@@ -87,7 +87,7 @@ class NativeDwConv final : public Kernel {
         case 52: k->row<5, 2>(item); break;
         default: k->row<0, 0>(item); break;
       }
-    }, this);
+    }, this, N_ * OH_ * OW_ * C_ * KH_ * KW_);
     post_.run(ctx);
   }
 
