@@ -119,7 +119,9 @@ def test_int8_outputs_match_litert(runs, name, backend):
     assert off <= rate * total, f"{off} of {total} values off (> {100 * rate:.0f}%)"
 
 
-EXPORT_ARCHS = ["mobilenet_v3_small", "resnet18"]
+# Whole networks exported by modex: the fast int8 kernels' families (dense, Winograd and
+# depthwise convolutions, hard-swish and SE blocks, the fused SiLU table) all on real graphs.
+EXPORT_ARCHS = ["mobilenet_v3_small", "resnet18", "mobilenet_v2", "efficientnet_b0"]
 
 
 @pytest.fixture(scope="module")
