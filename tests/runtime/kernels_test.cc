@@ -224,19 +224,26 @@ TEST(XnnKernels, PoolingMatchesReference) {
   }
 }
 
+// The spatial mean (native on AVX2: 64-channel blocks as work items, vectors and a scalar tail).
 TEST(XnnKernels, GlobalMeanMatchesReference) {
   std::mt19937 rng(4);
-  for (bool keepdims : {true, false}) {
-    Graph g;
-    ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(20));
-    // An NHWC op first so the graph is taken as NHWC.
-    PoolAttrs pa;
-    pa.kernel = {2, 2};
-    pa.layout = Layout::kNHWC;
-    ValueId p = g.add_node1(OpKind::kMaxPool, pa, {x}, "pool");
-    g.add_output(g.add_node1(OpKind::kReduceMean, ReduceAttrs{{1, 2}, keepdims}, {p}, "mean"));
-    expect_matches_reference(g, {random_tensor({3, 7, 9, 20}, rng)}, "xnn_global_average_pooling_nwc_f32");
-  }
+  struct Case {
+    Dims in;
+    int threads;
+  };
+  for (bool keepdims : {true, false})
+    for (const Case& c : {Case{{3, 7, 9, 20}, 2}, Case{{1, 15, 15, 150}, 2}, Case{{2, 3, 2, 64}, 1}, Case{{1, 2, 2, 5}, 2}}) {
+      Graph g;
+      ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(c.in[3]));
+      // An NHWC op first so the graph is taken as NHWC.
+      PoolAttrs pa;
+      pa.kernel = {2, 2};
+      pa.layout = Layout::kNHWC;
+      ValueId p = g.add_node1(OpKind::kMaxPool, pa, {x}, "pool");
+      g.add_output(g.add_node1(OpKind::kReduceMean, ReduceAttrs{{1, 2}, keepdims}, {p}, "mean"));
+      expect_matches_reference(g, {random_tensor(c.in, rng)}, "native_mean_hw_f32_avx2|xnn_global_average_pooling_nwc_f32",
+                               c.threads);
+    }
 }
 
 TEST(XnnKernels, FullyConnectedMatchesReference) {
@@ -262,19 +269,26 @@ struct BinaryCase {
   Dims a, b;
   bool b_constant;
   Activation act;
+  std::string kernel = {};  // default: the XNNPACK kernel of the op
 };
 
 TEST(XnnKernels, BinaryMatchesReference) {
   std::vector<BinaryCase> cases = {
       {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kNone},
       {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kRelu},
-      {OpKind::kMul, {2, 8, 5, 6}, {2, 8, 1, 1}, false, Activation::kNone},  // squeeze-excite scale
+      // squeeze-excite scale (NCHW; NHWC in the engine)
+      {OpKind::kMul, {2, 8, 5, 6}, {2, 8, 1, 1}, false, Activation::kNone, "native_channel_scale_f32_avx2|xnn_multiply_nd_f32"},
       {OpKind::kSub, {3, 4, 7}, {4, 1}, true, Activation::kRelu6},
       {OpKind::kDiv, {5, 1, 8}, {1, 6, 1}, false, Activation::kNone},  // both sides broadcast
       {OpKind::kMul, {4, 9}, {9}, true, Activation::kHardSwish},
       {OpKind::kAdd, {4, 9}, {}, true, Activation::kSigmoid},  // scalar
       {OpKind::kSub, {2, 3, 4, 5}, {1, 3, 1, 1}, true, Activation::kSilu},
       {OpKind::kDiv, {2, 3, 4, 5}, {3, 1, 1}, true, Activation::kNone},
+      // NHWC squeeze-excite scaling, [N, H, W, C] by [N or 1, 1, 1, C] (native on AVX2): a
+      // channel tail, the batch broadcast, the gate as the first operand with a fused ReLU.
+      {OpKind::kMul, {2, 5, 7, 24}, {2, 1, 1, 24}, false, Activation::kNone, "native_channel_scale_f32_avx2|xnn_multiply_nd_f32"},
+      {OpKind::kMul, {3, 4, 4, 13}, {1, 1, 1, 13}, false, Activation::kRelu6, "native_channel_scale_f32_avx2|xnn_multiply_nd_f32"},
+      {OpKind::kMul, {1, 1, 1, 16}, {1, 6, 6, 16}, false, Activation::kRelu, "native_channel_scale_f32_avx2|xnn_multiply_nd_f32"},
   };
   const char* names[] = {"xnn_add_nd_f32", "xnn_subtract_nd_f32", "xnn_multiply_nd_f32", "xnn_divide_nd_f32"};
   std::mt19937 rng(6);
@@ -295,7 +309,7 @@ TEST(XnnKernels, BinaryMatchesReference) {
     }
     g.add_output(g.add_node1(p.op, BinaryAttrs{p.act}, {a, b}, "op"));
     size_t which = p.op == OpKind::kAdd ? 0 : p.op == OpKind::kSub ? 1 : p.op == OpKind::kMul ? 2 : 3;
-    expect_matches_reference(g, inputs, names[which]);
+    expect_matches_reference(g, inputs, p.kernel.empty() ? names[which] : p.kernel, i % 2 ? 1 : 2);
   }
 }
 

@@ -10,6 +10,7 @@ KernelRegistry& KernelRegistry::instance() {
     register_native_kernels(*r);
     register_native_q8_kernels(*r);
     register_native_dwconv_kernels(*r);
+    register_native_elementwise_kernels(*r);
     register_xnn_conv_kernels(*r);
     register_xnn_pool_kernels(*r);
     register_xnn_elementwise_kernels(*r);
