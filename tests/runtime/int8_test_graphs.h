@@ -230,7 +230,7 @@ inline std::vector<Int8Case> int8_cases() {
   }
   {
     Int8Builder b(12);
-    auto x = b.input("image", {1, 7, 7, 12}, 0.03f, 5);
+    auto x = b.input("image", {2, 5, 7, 80}, 0.03f, 5);  // two images, two 64-channel blocks
     add("mean_hw", b,
         b.own(OpKind::kReduceMean, ir::ReduceAttrs{{1, 2}, true}, x, 0.5 * b.real_std(x)));
   }

@@ -247,27 +247,35 @@ class MeanHwFp32 final : public Kernel {
     x_ = in[0];
     y_ = out[0];
   }
-  void run(const RunContext&) override {
-    const int64_t N = x_.dim(0), HW = x_.dim(1) * x_.dim(2), C = x_.dim(3);
-    const float scale = p_.in[0].scale / (p_.out.scale * static_cast<float>(HW));
-    const int8_t* xd = x_.data<int8_t>();
-    int8_t* yd = y_.data_mutable<int8_t>();
-    std::vector<int32_t> acc(static_cast<size_t>(C));
-    for (int64_t n = 0; n < N; ++n) {
-      std::fill(acc.begin(), acc.end(), static_cast<int32_t>(-HW * p_.in[0].zero_point));
-      const int8_t* xp = xd + n * HW * C;
-      for (int64_t i = 0; i < HW; ++i, xp += C)
-        for (int64_t c = 0; c < C; ++c) acc[static_cast<size_t>(c)] += xp[c];
-      for (int64_t c = 0; c < C; ++c) {
-        const float v = static_cast<float>(acc[static_cast<size_t>(c)]) * scale +
-                        static_cast<float>(p_.out.zero_point);
-        const int32_t q = static_cast<int32_t>(std::nearbyint(std::clamp(v, -1e6f, 1e6f)));
-        yd[n * C + c] = static_cast<int8_t>(std::clamp(q, p_.act_min, p_.act_max));
-      }
-    }
+  // Work items: (image, block of 64 channels), split among the threads.
+  void run(const RunContext& ctx) override {
+    blocks_ = (x_.dim(3) + kBlock - 1) / kBlock;
+    native::parallel(ctx, x_.dim(0) * blocks_, [](void* self, size_t i) {
+      static_cast<MeanHwFp32*>(self)->block(static_cast<int64_t>(i));
+    }, this, x_.numel());
   }
 
  private:
+  static constexpr int64_t kBlock = 64;
+
+  void block(int64_t item) {
+    const int64_t HW = x_.dim(1) * x_.dim(2), C = x_.dim(3), n = item / blocks_;
+    const int64_t c0 = item % blocks_ * kBlock, c1 = std::min(C, c0 + kBlock);
+    const float scale = p_.in[0].scale / (p_.out.scale * static_cast<float>(HW));
+    const int8_t* xp = x_.data<int8_t>() + n * HW * C;
+    int8_t* yd = y_.data_mutable<int8_t>() + n * C;
+    std::array<int32_t, kBlock> acc;
+    std::fill(acc.begin(), acc.end(), static_cast<int32_t>(-HW * p_.in[0].zero_point));
+    for (int64_t i = 0; i < HW; ++i, xp += C)
+      for (int64_t c = c0; c < c1; ++c) acc[static_cast<size_t>(c - c0)] += xp[c];
+    for (int64_t c = c0; c < c1; ++c) {
+      const float v = static_cast<float>(acc[static_cast<size_t>(c - c0)]) * scale + static_cast<float>(p_.out.zero_point);
+      const int32_t q = static_cast<int32_t>(std::nearbyint(std::clamp(v, -1e6f, 1e6f)));
+      yd[c] = static_cast<int8_t>(std::clamp(q, p_.act_min, p_.act_max));
+    }
+  }
+
+  int64_t blocks_ = 0;
   q8::Prepared p_;
   Tensor x_, y_;
 };
