@@ -93,6 +93,14 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
       {1, 6, 7, 120, 18, 5, 1, {2, 2, 2, 2}, 1, 1, Activation::kNone, true, dense},
       {1, 10, 10, 64, 16, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
       {3, 5, 6, 64, 33, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kSilu, true, dense},
+      // Padded (kernel rows read from a zero-padded copy of the input): the 3x3 and 7x7 stems over
+      // 3 channels (fixed 9- and 21-float rows), windows stopping short of the last input row and
+      // column, pads wider than the stride, a 5-channel input, O off the 16-column panels.
+      {2, 17, 15, 3, 32, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, dense},
+      {1, 20, 18, 3, 64, 7, 2, {3, 2, 2, 3}, 1, 1, Activation::kRelu, true, dense},
+      {1, 10, 11, 5, 20, 3, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
+      {1, 6, 6, 3, 8, 3, 2, {2, 2, 2, 2}, 1, 1, Activation::kRelu6, true, dense},
+      {2, 9, 7, 3, 24, 7, 1, {3, 3, 3, 3}, 1, 1, Activation::kNone, false, dense},
       // Depthwise (native for channels in multiples of 8, unit dilation): blocks of four interior
       // pixels and the rest, borders on both sides, all-border tiny inputs, stride 2 with
       // asymmetric pads, a 7-wide kernel (the generic path), activations fused or after.
@@ -336,6 +344,37 @@ TEST(XnnKernels, UnaryMatchesReference) {
     ValueId x = g.add_input("x", DType::kFloat32, {Dim::named("batch"), Dim::fixed(1000)});
     g.add_output(g.add_node1(c.op, c.attrs, {x}, "op"));
     expect_matches_reference(g, {random_tensor({3, 1000}, rng, -6.0f, 6.0f)}, c.kernel);
+  }
+}
+
+// The native transpose over each of its modes: a plain copy (only size-1 axes move), whole rows
+// (the last axis stays), 8x8 tiles (the last two merged axes swap: NHWC -> NCHW, with tails off
+// the tiles and batches), and the strided walk (any other permutation); the default reversed
+// permutation too.
+TEST(NativeKernels, TransposeMatchesReference) {
+  struct Case {
+    Dims shape;
+    std::vector<int64_t> perm;
+  };
+  std::vector<Case> cases = {
+      {{1, 5, 1, 7}, {2, 0, 1, 3}},            // copy
+      {{2, 3, 4, 5}, {1, 0, 2, 3}},            // rows of 20
+      {{2, 13, 11, 19}, {0, 3, 1, 2}},         // NHWC -> NCHW: [2, 143, 19] tiles and tails
+      {{1, 56, 56, 64}, {0, 3, 1, 2}},         // a feature map, split among the threads
+      {{3, 8, 16}, {0, 2, 1}},                 // whole tiles only
+      {{4, 6, 7}, {2, 1, 0}},                  // walk
+      {{2, 3, 4, 5, 6}, {4, 2, 0, 3, 1}},      // walk, rank 5
+      {{3, 1, 4, 2}, {}},                      // reversed
+      {{9, 10}, {1, 0}},                       // one 2-D transpose
+  };
+  std::mt19937 rng(12);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    Graph g;
+    ValueId x = g.add_input("x", DType::kFloat32, static_shape(cases[i].shape));
+    g.add_output(g.add_node1(OpKind::kTranspose, TransposeAttrs{cases[i].perm}, {x}, "transpose"));
+    expect_matches_reference(g, {random_tensor(cases[i].shape, rng)}, "native_transpose_x32|ref_Transpose",
+                             i % 2 ? 1 : 2, 0.0f);
   }
 }
 

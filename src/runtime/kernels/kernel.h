@@ -70,6 +70,7 @@ void register_native_kernels(KernelRegistry& r);
 void register_native_q8_kernels(KernelRegistry& r);
 void register_native_dwconv_kernels(KernelRegistry& r);
 void register_native_elementwise_kernels(KernelRegistry& r);
+void register_native_transpose_kernels(KernelRegistry& r);
 void register_xnn_conv_kernels(KernelRegistry& r);
 void register_xnn_pool_kernels(KernelRegistry& r);
 void register_xnn_elementwise_kernels(KernelRegistry& r);

@@ -10,8 +10,10 @@
 // order). B is packed once into 16-column panels. A is never materialised for 1x1 stride-1
 // convolutions (the input already is A) nor, with unit dilation and kW*C >= 64, for the others:
 // a per-block table points at each kernel row's kW*C contiguous input floats, and only windows
-// crossing the border are gathered into zero-padded copies ("indirect A"). The rest (the
-// 3-channel stem, dilated convolutions) gather im2col rows per block. Work items are blocks of
+// crossing the border are gathered into zero-padded copies ("indirect A"). Short rows with one
+// K block (the 3-channel stems) read their windows from a zero-padded copy of the input, the
+// micro-kernel stepping from kernel row to kernel row ("padded"). The rest (dilated
+// convolutions, deep short-row ones) gather im2col rows per block. Work items are blocks of
 // output rows; when there are too few for the threads (7x7 / 14x14 late layers), groups of
 // output-channel panels too. ReLU / ReLU6 clamp and SiLU are applied to the tile in registers.
 // 3x3 stride-1 convolutions with enough pixels and channels go to the Winograd kernel
@@ -147,6 +149,11 @@ class NativeConv final : public Kernel {
     indirect_ = a.dilations[1] == 1 && a.dilations[0] == 1 && segment_ >= 64 && segment_ % splits == 0 &&
                 !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
     if (indirect_) kc_ = segment_ / splits;
+    // Padded: the rest with unit dilation and one K block (the 3-channel stems: K = 27 or 147)
+    // read their kernel rows in place from a zero-padded copy of the input, made once per run, so
+    // no window is gathered (per output pixel, the gather cost more than its multiply-adds).
+    padded_ = !indirect_ && a.dilations[0] == 1 && a.dilations[1] == 1 && K_ <= kKc &&
+              !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
     panels_ = (O_ + kNr - 1) / kNr;
     // Panel p holds B[k][16p .. 16p+15] for every k, zero beyond O; bias padded alike.
     packed_ = Buffer::allocate(static_cast<size_t>(panels_ * K_ * kNr) * sizeof(float));
@@ -204,11 +211,19 @@ class NativeConv final : public Kernel {
     col_groups_ = (panels_ + panels_per_group_ - 1) / panels_per_group_;
     row_blocks_ = row_blocks;
     blocks_ = row_blocks_ * col_groups_;
-    shared_gather_ = col_groups_ > 1 && !direct_ && !indirect_;
+    shared_gather_ = col_groups_ > 1 && !direct_ && !indirect_ && !padded_;
+    if (padded_) {
+      // Rows and columns as far as the last window reaches; the zero border is written here once
+      // and stays (run() writes only the input's own pixels).
+      Hp_ = (OH_ - 1) * attrs_.strides[0] + attrs_.kernel[0];
+      Wp_ = (OW_ - 1) * attrs_.strides[1] + attrs_.kernel[1];
+      padded_input_.assign(static_cast<size_t>(N_ * Hp_ * Wp_ * C_), 0.0f);
+    }
     post_.setup(y_.data_mutable<float>(), static_cast<size_t>(y_.numel()), ctx);
   }
 
   void run(const RunContext& ctx) override {
+    if (padded_) fill_padded();
     if (shared_gather_) {
       // The calling thread's buffer: concurrent runs of one model use different threads.
       thread_local std::vector<float> shared;
@@ -226,6 +241,32 @@ class NativeConv final : public Kernel {
   }
 
  private:
+
+  // Copies the input's pixels into the zero-padded copy (as far as any window reaches).
+  void fill_padded() {
+    const int64_t top = attrs_.pads[0], left = attrs_.pads[1];
+    const int64_t rows = std::min(H_, Hp_ - top), cols = std::min(W_, Wp_ - left);
+    if (rows <= 0 || cols <= 0) return;
+    const float* xd = x_.data<float>();
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t ih = 0; ih < rows; ++ih)
+        std::memcpy(padded_input_.data() + ((n * Hp_ + ih + top) * Wp_ + left) * C_, xd + (n * H_ + ih) * W_ * C_,
+                    static_cast<size_t>(cols * C_) * sizeof(float));
+  }
+
+  // Output pixels [m0, m0 + rows) of the padded mode: the top-left of each window in the padded
+  // input. Steps through (n, oh, ow) without a division per pixel.
+  void padded_windows(int64_t m0, int64_t rows, const float** out) const {
+    int64_t n = m0 / (OH_ * OW_), rem = m0 % (OH_ * OW_), oh = rem / OW_, ow = rem % OW_;
+    const int64_t sh = attrs_.strides[0], sw = attrs_.strides[1];
+    for (int64_t r = 0; r < rows; ++r) {
+      out[r] = padded_input_.data() + ((n * Hp_ + oh * sh) * Wp_ + ow * sw) * C_;
+      if (++ow == OW_) {
+        ow = 0;
+        if (++oh == OH_) oh = 0, ++n;
+      }
+    }
+  }
 
   // Gathers A rows [m0, m0 + rows) into `buf` (rows x K); zero where the window leaves the input.
   void gather(int64_t m0, int64_t rows, float* buf) const {
@@ -272,6 +313,10 @@ class NativeConv final : public Kernel {
       run_block_indirect(m0, rows, p_begin, p_end, packed, y);
       return;
     }
+    if (padded_) {
+      run_block_padded(m0, rows, p_begin, p_end, packed, y);
+      return;
+    }
     const float* a;
     int64_t lda;
     if (direct_) {
@@ -300,8 +345,32 @@ class NativeConv final : public Kernel {
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
           Prefetch pf = next_panel_share(b, kc, r, rows);
           kernel(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, cols, last, lo_, hi_,
-                 silu_, pf.at, pf.lines);
+                 silu_, pf.at, pf.lines, 1, 0);
         }
+      }
+    }
+  }
+
+  // One K block (kc_ = K_): the micro-kernel walks the kH kernel rows of each window itself, with
+  // the row length a constant for the stems (3x3 and 7x7 over 3 channels: 9 and 21 floats).
+  void run_block_padded(int64_t m0, int64_t rows, int64_t p_begin, int64_t p_end, const float* packed, float* y) {
+    thread_local std::vector<const float*> windows;
+    windows.resize(static_cast<size_t>(rows));
+    padded_windows(m0, rows, windows.data());
+    const int64_t row_len = attrs_.kernel[1] * C_, row_stride = Wp_ * C_;
+    for (int64_t p = p_begin; p < p_end; ++p) {
+      int64_t cols = std::min(kNr, O_ - p * kNr);
+      auto* kernel = cols > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
+      if (cols > 8 && row_len == 9) kernel = micro_kernel_6x16<true, 9>;
+      if (cols > 8 && row_len == 21) kernel = micro_kernel_6x16<true, 21>;
+      const float* b = packed + p * K_ * kNr;
+      for (int64_t r = 0; r < rows; r += kMr) {
+        int64_t mr = std::min(kMr, rows - r);
+        const float* rowp[kMr];
+        for (int64_t i = 0; i < kMr; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
+        Prefetch pf = next_panel_share(b, K_, r, rows);
+        kernel(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, cols, true, lo_, hi_,
+               silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
       }
     }
   }
@@ -356,7 +425,7 @@ class NativeConv final : public Kernel {
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
           Prefetch pf = next_panel_share(b, kc_, r, rows);
           kernel(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, cols, last, lo_, hi_,
-                 silu_, pf.at, pf.lines);
+                 silu_, pf.at, pf.lines, 1, 0);
         }
       }
     }
@@ -364,7 +433,7 @@ class NativeConv final : public Kernel {
 
   ir::ConvAttrs attrs_;
   int64_t C_, O_ = 0, K_ = 0, kc_ = 1, panels_ = 0, segment_ = 0;
-  bool indirect_ = false;
+  bool indirect_ = false, padded_ = false;
   std::shared_ptr<Buffer> packed_;
   std::vector<float> bias_;
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;
@@ -374,7 +443,9 @@ class NativeConv final : public Kernel {
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, M_ = 0, block_rows_ = kMr, blocks_ = 0;
   int64_t row_blocks_ = 0, col_groups_ = 1, panels_per_group_ = 0;
   bool shared_gather_ = false;
-  float* gathered_ = nullptr;  // shared_gather_: M x K rows, valid during run()
+  float* gathered_ = nullptr;        // shared_gather_: M x K rows, valid during run()
+  int64_t Hp_ = 0, Wp_ = 0;          // padded_: the zero-padded input's height and width
+  std::vector<float> padded_input_;  // padded_: [N, Hp, Wp, C]
 };
 
 std::unique_ptr<Kernel> make_native_conv(const KernelRequest& req) {

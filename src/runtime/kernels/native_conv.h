@@ -31,12 +31,16 @@ inline constexpr int64_t kKc = 512;
 // comes from memory in the late layers whose weights do not fit in the caches.
 // kWide = false computes only columns 0..7 (the last panel of an O that is 8 mod 16: 24, 40, ...
 // channels in MobileNet / EfficientNet), skipping the half of the work that would be discarded.
-template <bool kWide>
+// With segments > 1, a row's depth is `segments` runs of K floats, run s starting at
+// a[r] + s * segment_stride (a convolution's kernel rows in a zero-padded NHWC input), and b holds
+// segments * K rows.
+template <bool kWide, int kFixedK = 0>
 __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const float* const* a, const float* b,
                                                             const float* bias, bool accumulate, float* c,
                                                             int64_t ldc, int64_t rows, int64_t cols, bool last,
                                                             float lo, float hi, bool silu, const float* pf,
-                                                            int64_t pf_lines) {
+                                                            int64_t pf_lines, int64_t segments = 1,
+                                                            int64_t segment_stride = 0) {
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (!accumulate) {
     c00 = _mm256_loadu_ps(bias);
@@ -60,28 +64,36 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
     c50 = _mm256_load_ps(init[5]), c51 = _mm256_load_ps(init[5] + 8);
   }
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-  for (int64_t k = 0; k < K; ++k) {
-    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + k * kNr), _MM_HINT_T0);
-    __m256 b0 = _mm256_load_ps(b), b1 = kWide ? _mm256_load_ps(b + 8) : b0;
-    b += kNr;
-    __m256 v = _mm256_broadcast_ss(a0 + k);
-    c00 = _mm256_fmadd_ps(v, b0, c00);
-    if constexpr (kWide) c01 = _mm256_fmadd_ps(v, b1, c01);
-    v = _mm256_broadcast_ss(a1 + k);
-    c10 = _mm256_fmadd_ps(v, b0, c10);
-    if constexpr (kWide) c11 = _mm256_fmadd_ps(v, b1, c11);
-    v = _mm256_broadcast_ss(a2 + k);
-    c20 = _mm256_fmadd_ps(v, b0, c20);
-    if constexpr (kWide) c21 = _mm256_fmadd_ps(v, b1, c21);
-    v = _mm256_broadcast_ss(a3 + k);
-    c30 = _mm256_fmadd_ps(v, b0, c30);
-    if constexpr (kWide) c31 = _mm256_fmadd_ps(v, b1, c31);
-    v = _mm256_broadcast_ss(a4 + k);
-    c40 = _mm256_fmadd_ps(v, b0, c40);
-    if constexpr (kWide) c41 = _mm256_fmadd_ps(v, b1, c41);
-    v = _mm256_broadcast_ss(a5 + k);
-    c50 = _mm256_fmadd_ps(v, b0, c50);
-    if constexpr (kWide) c51 = _mm256_fmadd_ps(v, b1, c51);
+  if constexpr (kFixedK > 0) K = kFixedK;
+  for (int64_t s = 0; s < segments; ++s) {
+#pragma GCC unroll 32
+    for (int64_t k = 0; k < K; ++k) {
+      if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + k * kNr), _MM_HINT_T0);
+      __m256 b0 = _mm256_load_ps(b), b1 = kWide ? _mm256_load_ps(b + 8) : b0;
+      b += kNr;
+      __m256 v = _mm256_broadcast_ss(a0 + k);
+      c00 = _mm256_fmadd_ps(v, b0, c00);
+      if constexpr (kWide) c01 = _mm256_fmadd_ps(v, b1, c01);
+      v = _mm256_broadcast_ss(a1 + k);
+      c10 = _mm256_fmadd_ps(v, b0, c10);
+      if constexpr (kWide) c11 = _mm256_fmadd_ps(v, b1, c11);
+      v = _mm256_broadcast_ss(a2 + k);
+      c20 = _mm256_fmadd_ps(v, b0, c20);
+      if constexpr (kWide) c21 = _mm256_fmadd_ps(v, b1, c21);
+      v = _mm256_broadcast_ss(a3 + k);
+      c30 = _mm256_fmadd_ps(v, b0, c30);
+      if constexpr (kWide) c31 = _mm256_fmadd_ps(v, b1, c31);
+      v = _mm256_broadcast_ss(a4 + k);
+      c40 = _mm256_fmadd_ps(v, b0, c40);
+      if constexpr (kWide) c41 = _mm256_fmadd_ps(v, b1, c41);
+      v = _mm256_broadcast_ss(a5 + k);
+      c50 = _mm256_fmadd_ps(v, b0, c50);
+      if constexpr (kWide) c51 = _mm256_fmadd_ps(v, b1, c51);
+    }
+    pf += K * kNr;
+    pf_lines -= K;
+    a0 += segment_stride, a1 += segment_stride, a2 += segment_stride;
+    a3 += segment_stride, a4 += segment_stride, a5 += segment_stride;
   }
   if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);

@@ -11,6 +11,7 @@ KernelRegistry& KernelRegistry::instance() {
     register_native_q8_kernels(*r);
     register_native_dwconv_kernels(*r);
     register_native_elementwise_kernels(*r);
+    register_native_transpose_kernels(*r);
     register_xnn_conv_kernels(*r);
     register_xnn_pool_kernels(*r);
     register_xnn_elementwise_kernels(*r);
