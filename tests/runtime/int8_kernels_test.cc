@@ -16,6 +16,7 @@
 #include "int8_test_graphs.h"
 #include "modex/runtime.h"
 #include "runtime/kernels/kernel.h"
+#include "runtime/kernels/native_math.h"
 #include "runtime/kernels/reference_int8.h"
 #include "runtime/reference.h"
 
@@ -25,6 +26,15 @@ namespace {
 using runtime::q8::Multiplier;
 using runtime::q8::multiply_by_quantized_multiplier;
 using runtime::q8::quantize_multiplier;
+namespace native = runtime::native;
+
+// Kernels created while one lives use no instruction set beyond `isa` (then every one again).
+struct IsaLimit {
+  explicit IsaLimit(native::Isa isa) { native::set_max_isa(isa); }
+  ~IsaLimit() { native::set_max_isa(native::Isa::kAmx); }
+  IsaLimit(const IsaLimit&) = delete;
+  IsaLimit& operator=(const IsaLimit&) = delete;
+};
 
 Tensor random_input(const ir::Value& v, uint32_t seed, int64_t batch = -1) {
   Dims dims;
@@ -364,19 +374,25 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
       {{1, 13, 13, 48}, 72, 3, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, -60, false, true},
   };
   int64_t total = 0, off = 0;
-  for (size_t i = 0; i < cases.size(); ++i) {
-    const Case& c = cases[i];
-    test::Int8Builder b(static_cast<uint32_t>(40 + i));
+  for (size_t i = 0; i < cases.size() * 2; ++i) {
+    // Each case on AMX (where the machine has it: every dense convolution), then on AVX2.
+    const bool amx = i < cases.size();
+    if (amx && !native::isa_enabled(native::Isa::kAmx)) continue;
+    const IsaLimit isa(amx ? native::Isa::kAmx : native::Isa::kAvx2);
+    const Case& c = cases[i % cases.size()];
+    test::Int8Builder b(static_cast<uint32_t>(40 + i % cases.size()));
     auto x = b.input("x", c.in, 0.02f, c.zp);
     b.g.add_output(b.conv(x, c.O, c.k, c.stride, c.pads, c.depthwise ? c.in[3] : 1, c.act, c.per_channel, c.dilation));
     for (int threads : {1, 2}) {
-      SCOPED_TRACE("case " + std::to_string(i) + ", threads " + std::to_string(threads));
-      Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(i * 7 + threads));
+      SCOPED_TRACE("case " + std::to_string(i % cases.size()) + (amx ? " (AMX)" : " (AVX2)") + ", threads " +
+                   std::to_string(threads));
+      Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(i % cases.size() * 7 + threads));
       std::string native_name, xnn_name, ref_name;
       auto nv = ints(run_kernel(b.g, runtime::KernelBackend::kNative, in, threads, &native_name));
       auto xv = ints(run_kernel(b.g, runtime::KernelBackend::kXnnpack, in, threads, &xnn_name));
       auto rv = ints(run_kernel(b.g, runtime::KernelBackend::kReference, in, 1, &ref_name));
       ASSERT_EQ(native_name, c.depthwise  ? "native_dwconv2d_nhwc_q8_avx2"
+                             : amx        ? "native_conv2d_nhwc_q8_amx"
                              : c.winograd ? "native_winograd_q8_f23"
                                           : "native_conv2d_nhwc_q8_avx2");
       ASSERT_EQ(xnn_name.rfind(c.depthwise ? "xnn_dwconv2d_nhwc_q" : "xnn_conv2d_nhwc_q", 0), 0u) << xnn_name;
@@ -426,6 +442,7 @@ const test::Int8Case& find_case(const std::vector<test::Int8Case>& cases, const 
 // reference's integers within one step.
 TEST(Int8Native, WinogradRebindsToDenseForSmallShapes) {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2";
+  const IsaLimit isa(native::Isa::kAvx2);  // AMX, where there is one, takes every dense convolution
   test::Int8Builder b(77);
   auto x = b.input("x", {1, 12, 12, 32}, 0.02f, -4);
   b.g.add_output(b.conv(x, 24, 3, 1, {1, 1, 1, 1}, 1, ir::Activation::kRelu));

@@ -32,11 +32,6 @@
 
 namespace modex::runtime {
 
-bool native::cpu_has_avx2_fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
-
 void native::parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self, int64_t work) {
   if (ctx.pool && items > 1 && work >= kParallelWork) {
     std::lock_guard<std::mutex> lock(*ctx.pool_mutex);

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "runtime/kernels/native_conv.h"
+#include "runtime/kernels/native_q8.h"
 #include "runtime/kernels/reference_int8.h"
 #include "runtime/kernels/xnn_common.h"
 
@@ -175,11 +176,9 @@ class NativeConvQ8 final : public Kernel {
         packed_[at] = wd[o * K_ + k];
         sum += wd[o * K_ + k];
       }
-      // Wrapping int32 arithmetic, as the accumulation itself.
-      uint32_t bias = b ? static_cast<uint32_t>(b->data<int32_t>()[o]) : 0u;
-      bias_[static_cast<size_t>(o)] = static_cast<int32_t>(bias - static_cast<uint32_t>(zp_in) * static_cast<uint32_t>(sum));
-      float ws = w_scale.size() > 1 ? w_scale[static_cast<size_t>(o)] : w_scale[0];
-      scale_[static_cast<size_t>(o)] = p.in[0].scale * ws / p.out.scale;
+      const native::Q8Channel q = native::q8_channel(b, w_scale, p, o, sum);
+      bias_[static_cast<size_t>(o)] = q.bias;
+      scale_[static_cast<size_t>(o)] = q.scale;
     }
     zp_in_ = static_cast<int8_t>(zp_in);
     rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
@@ -341,11 +340,10 @@ class NativeDwConvQ8 final : public Kernel {
         sum += v;
         packed_[static_cast<size_t>((block * pairs_ + t / 2) * 32 + at * 2 + t % 2)] = v;
       }
-      const uint32_t bias = b ? static_cast<uint32_t>(b->data<int32_t>()[c]) : 0u;
+      const native::Q8Channel q = native::q8_channel(b, w_scale, p, c, sum);
       const size_t i = static_cast<size_t>(block * 16 + at);
-      bias_[i] = static_cast<int32_t>(bias - static_cast<uint32_t>(zp_in) * static_cast<uint32_t>(sum));
-      const float ws = w_scale.size() > 1 ? w_scale[static_cast<size_t>(c)] : w_scale[0];
-      scale_[i] = p.in[0].scale * ws / p.out.scale;
+      bias_[i] = q.bias;
+      scale_[i] = q.scale;
     }
     zero_row_.assign(static_cast<size_t>(C), static_cast<int8_t>(zp_in));
     rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
@@ -501,10 +499,9 @@ class WinogradQ8 final : public Kernel {
                                         (pair - k0) * 2 * kNr + half * 16 + ch * 2 + c % 2)] = static_cast<int16_t>(u);
           }
       }
-      const uint32_t bias = b ? static_cast<uint32_t>(b->data<int32_t>()[o]) : 0u;
-      bias_[static_cast<size_t>(o)] = static_cast<int32_t>(bias - static_cast<uint32_t>(zp_in) * static_cast<uint32_t>(sum));
-      const float ws = w_scale.size() > 1 ? w_scale[static_cast<size_t>(o)] : w_scale[0];
-      scale_[static_cast<size_t>(o)] = p.in[0].scale * ws / p.out.scale;
+      const native::Q8Channel q = native::q8_channel(b, w_scale, p, o, sum);
+      bias_[static_cast<size_t>(o)] = q.bias;
+      scale_[static_cast<size_t>(o)] = q.scale;
     }
     zp_in_ = static_cast<int16_t>(zp_in);
     rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
@@ -679,11 +676,49 @@ class WinogradQ8 final : public Kernel {
   std::vector<int32_t, Aligned32<int32_t>> m_;    // M [16][strips][panels][6][16]
 };
 
-// The checks both factories share: an int8 NHWC 2-D convolution with constant symmetric int8
-// weights (per-tensor, or per output channel on axis 0), an int32 bias, non-negative pads, and
-// requantization scales in the range XNNPACK accepts (the nodes outside it keep the reference
-// kernel there too). Returns the prepared node, or nullopt to decline.
-std::optional<q8::Prepared> accept_q8_conv(const KernelRequest& req) {
+std::unique_ptr<Kernel> make_native_conv_q8(const KernelRequest& req) {
+  const auto& a = req.node.attr<ir::ConvAttrs>();
+  if (a.groups != 1) return nullptr;
+  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
+  const ir::Value& w = req.graph.value(req.node.inputs[1]);
+  if (C <= 0 || !w.is_constant() || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
+  auto p = native::accept_q8_conv(req);
+  if (!p) return nullptr;
+  return std::make_unique<NativeConvQ8>(a, w.constant, native::q8_conv_bias(req), w.quant->scale, *p, C);
+}
+
+std::unique_ptr<Kernel> make_winograd_q8(const KernelRequest& req) {
+  const auto& a = req.node.attr<ir::ConvAttrs>();
+  const std::vector<int64_t> three{3, 3}, one{1, 1};
+  if (a.kernel != three || a.strides != one || a.dilations != one || a.groups != 1) return nullptr;
+  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
+  const ir::Value& w = req.graph.value(req.node.inputs[1]);
+  if (C < 16 || C % 16 != 0 || !w.is_constant() || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
+  // With a static spatial shape, a small layer keeps the dense kernel from the start.
+  const int64_t H = xnn::static_dim(req.graph, req.node.inputs[0], 1), W = xnn::static_dim(req.graph, req.node.inputs[0], 2);
+  if (H > 0 && W > 0 &&
+      (H + a.pads[0] + a.pads[2] - 2) * (W + a.pads[1] + a.pads[3] - 2) < kWinoMinOutputPixels)
+    return nullptr;
+  auto p = native::accept_q8_conv(req);
+  if (!p) return nullptr;
+  return std::make_unique<WinogradQ8>(a, w.constant, native::q8_conv_bias(req), w.quant->scale, *p, C);
+}
+
+std::unique_ptr<Kernel> make_native_dwconv_q8(const KernelRequest& req) {
+  const auto& a = req.node.attr<ir::ConvAttrs>();
+  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
+  const ir::Value& w = req.graph.value(req.node.inputs[1]);
+  if (C <= 0 || C % 16 != 0 || a.groups != C || !w.is_constant() || w.constant.rank() != 4 ||
+      w.constant.dim(0) != C || w.constant.dim(3) != 1)
+    return nullptr;
+  auto p = native::accept_q8_conv(req);
+  if (!p) return nullptr;
+  return std::make_unique<NativeDwConvQ8>(a, w.constant, native::q8_conv_bias(req), w.quant->scale, *p, C);
+}
+
+}  // namespace
+
+std::optional<q8::Prepared> native::accept_q8_conv(const KernelRequest& req) {
   const ir::Node& n = req.node;
   const auto& a = n.attr<ir::ConvAttrs>();
   if (!cpu_has_avx2_fma() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2) return std::nullopt;
@@ -710,55 +745,24 @@ std::optional<q8::Prepared> accept_q8_conv(const KernelRequest& req) {
   return p;
 }
 
-const Tensor* bias_of(const KernelRequest& req) {
+const Tensor* native::q8_conv_bias(const KernelRequest& req) {
   const ir::Node& n = req.node;
   return n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue ? &req.graph.value(n.inputs[2]).constant : nullptr;
 }
 
-std::unique_ptr<Kernel> make_native_conv_q8(const KernelRequest& req) {
-  const auto& a = req.node.attr<ir::ConvAttrs>();
-  if (a.groups != 1) return nullptr;
-  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
-  const ir::Value& w = req.graph.value(req.node.inputs[1]);
-  if (C <= 0 || !w.is_constant() || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
-  auto p = accept_q8_conv(req);
-  if (!p) return nullptr;
-  return std::make_unique<NativeConvQ8>(a, w.constant, bias_of(req), w.quant->scale, *p, C);
+native::Q8Channel native::q8_channel(const Tensor* bias, std::span<const float> w_scale, const q8::Prepared& p,
+                                     int64_t o, int32_t weight_sum) {
+  const uint32_t b = bias ? static_cast<uint32_t>(bias->data<int32_t>()[o]) : 0u;
+  const uint32_t zp_in = static_cast<uint32_t>(p.in[0].zero_point);
+  const float ws = w_scale.size() > 1 ? w_scale[static_cast<size_t>(o)] : w_scale[0];
+  return {static_cast<int32_t>(b - zp_in * static_cast<uint32_t>(weight_sum)), p.in[0].scale * ws / p.out.scale};
 }
-
-std::unique_ptr<Kernel> make_winograd_q8(const KernelRequest& req) {
-  const auto& a = req.node.attr<ir::ConvAttrs>();
-  const std::vector<int64_t> three{3, 3}, one{1, 1};
-  if (a.kernel != three || a.strides != one || a.dilations != one || a.groups != 1) return nullptr;
-  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
-  const ir::Value& w = req.graph.value(req.node.inputs[1]);
-  if (C < 16 || C % 16 != 0 || !w.is_constant() || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
-  // With a static spatial shape, a small layer keeps the dense kernel from the start.
-  const int64_t H = xnn::static_dim(req.graph, req.node.inputs[0], 1), W = xnn::static_dim(req.graph, req.node.inputs[0], 2);
-  if (H > 0 && W > 0 &&
-      (H + a.pads[0] + a.pads[2] - 2) * (W + a.pads[1] + a.pads[3] - 2) < kWinoMinOutputPixels)
-    return nullptr;
-  auto p = accept_q8_conv(req);
-  if (!p) return nullptr;
-  return std::make_unique<WinogradQ8>(a, w.constant, bias_of(req), w.quant->scale, *p, C);
-}
-
-std::unique_ptr<Kernel> make_native_dwconv_q8(const KernelRequest& req) {
-  const auto& a = req.node.attr<ir::ConvAttrs>();
-  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
-  const ir::Value& w = req.graph.value(req.node.inputs[1]);
-  if (C <= 0 || C % 16 != 0 || a.groups != C || !w.is_constant() || w.constant.rank() != 4 ||
-      w.constant.dim(0) != C || w.constant.dim(3) != 1)
-    return nullptr;
-  auto p = accept_q8_conv(req);
-  if (!p) return nullptr;
-  return std::make_unique<NativeDwConvQ8>(a, w.constant, bias_of(req), w.quant->scale, *p, C);
-}
-
-}  // namespace
 
 void register_native_q8_kernels(KernelRegistry& r) {
-  // Winograd first: it declines every node but 3x3 stride-1 convolutions large enough to gain.
+  // AMX first where the CPU has it (every dense convolution, faster than Winograd's fewer
+  // multiplies on AVX2); then Winograd, which declines every node but 3x3 stride-1 convolutions
+  // large enough to gain.
+  r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, native::make_amx_conv_q8);
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_winograd_q8);
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_native_conv_q8);
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_native_dwconv_q8);

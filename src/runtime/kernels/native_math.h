@@ -47,6 +47,15 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 sigmoid_avx2(__
 // Whether this CPU runs the AVX2/FMA code (checked once).
 bool cpu_has_avx2_fma();
 
+// Instruction sets beyond AVX2 that some kernels have a variant for. A kernel's factory asks
+// isa_enabled() when it creates the kernel: true when the CPU (and, for AMX, the OS, asked once for
+// the tile state with arch_prctl) supports the set and no limit excludes it. The limit is the
+// environment's MODEX_MAX_ISA (avx2, avx512 or amx) or set_max_isa() (tests run every variant the
+// machine has against the same references).
+enum class Isa : int { kAvx2 = 0, kAvx512 = 1, kAmx = 2 };
+bool isa_enabled(Isa isa);
+void set_max_isa(Isa isa);
+
 // In place over data[0, count).
 void silu_inplace(float* data, size_t count);
 
