@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <pthreadpool.h>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -330,7 +331,7 @@ Tensor run_kernel(const ir::Graph& g, runtime::KernelBackend backend, const Tens
   return y;
 }
 
-// modex's own AVX2 int8 convolutions (dense, Winograd, depthwise) requantize as XNNPACK does, so the two give the same
+// modex's own int8 convolutions (dense on AMX or AVX2, Winograd, depthwise on AVX-512 or AVX2) requantize as XNNPACK does, so the two give the same
 // integers (and so the same as LiteRT, which runs on XNNPACK); against the reference, one step at
 // most. Shapes cover odd K, K split into blocks, 1 to 16 columns in the last panel, channel
 // groups at 2 threads (few output pixels), dilation, asymmetric pads, per-tensor scales,
@@ -359,6 +360,11 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
       {{3, 6, 5, 32}, 9, 3, 1, {1, 0, 1, 2}, 1, Activation::kRelu6, false, 127},        // batch 3
       {{1, 1, 1, 1200}, 17, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, 1},         // K in 3 blocks
       {{1, 15, 16, 24}, 33, 1, 2, {0, 0, 0, 0}, 1, Activation::kRelu, true, -1},        // 1x1 stride 2
+      // 1x1 stride 1: on AMX the input is A (rows read past C into the next pixel's, weight 0),
+      // the last rows gathered; C under, at and over one 64-byte tile row.
+      {{2, 9, 8, 40}, 24, 1, 1, {0, 0, 0, 0}, 1, Activation::kRelu6, true, 9},
+      {{1, 10, 10, 64}, 48, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, -3},
+      {{1, 12, 11, 80}, 200, 1, 1, {0, 0, 0, 0}, 1, Activation::kRelu, false, 60},
       // Depthwise (16 channels at a time): borders, stride 2 with asymmetric pads, 5x5 (an odd
       // tap count), an input smaller than the kernel, dilation.
       {{1, 9, 9, 16}, 16, 3, 1, {1, 1, 1, 1}, 1, Activation::kRelu6, true, 3, true},
@@ -375,7 +381,8 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
   };
   int64_t total = 0, off = 0;
   for (size_t i = 0; i < cases.size() * 2; ++i) {
-    // Each case on AMX (where the machine has it: every dense convolution), then on AVX2.
+    // Each case with every instruction set the machine has (AMX for every dense convolution,
+    // AVX-512 for depthwise ones), then on AVX2 alone.
     const bool amx = i < cases.size();
     if (amx && !native::isa_enabled(native::Isa::kAmx)) continue;
     const IsaLimit isa(amx ? native::Isa::kAmx : native::Isa::kAvx2);
@@ -391,7 +398,7 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
       auto nv = ints(run_kernel(b.g, runtime::KernelBackend::kNative, in, threads, &native_name));
       auto xv = ints(run_kernel(b.g, runtime::KernelBackend::kXnnpack, in, threads, &xnn_name));
       auto rv = ints(run_kernel(b.g, runtime::KernelBackend::kReference, in, 1, &ref_name));
-      ASSERT_EQ(native_name, c.depthwise  ? "native_dwconv2d_nhwc_q8_avx2"
+      ASSERT_EQ(native_name, c.depthwise  ? (amx ? "native_dwconv2d_nhwc_q8_avx512" : "native_dwconv2d_nhwc_q8_avx2")
                              : amx        ? "native_conv2d_nhwc_q8_amx"
                              : c.winograd ? "native_winograd_q8_f23"
                                           : "native_conv2d_nhwc_q8_avx2");
@@ -460,6 +467,36 @@ TEST(Int8Native, WinogradRebindsToDenseForSmallShapes) {
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) ASSERT_LE(std::abs(got[i] - want[i]), 1) << "size " << size << " at " << i;
     EXPECT_EQ(fast->kernel_names().at(0), size >= 7 ? "native_winograd_q8_f23" : "native_conv2d_nhwc_q8_avx2");
+  }
+}
+
+// The byte-table lookup behind the int8 activation tables, on AVX-512 VBMI (where the machine has
+// it) and AVX2, equals indexing the table: every byte value, lengths around both vector widths,
+// unaligned starts, in place.
+TEST(Int8Native, LookupBytesEqualsIndexing) {
+  if (!native::cpu_has_avx2_fma()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(5);
+  std::array<uint8_t, 256> table;
+  for (auto& t : table) t = static_cast<uint8_t>(rng());
+  std::vector<uint8_t> x(1100);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i < 256 ? i : rng());
+  for (native::Isa isa : {native::Isa::kAvx512, native::Isa::kAvx2}) {
+    const IsaLimit limit(isa);
+    for (size_t count : {0, 1, 31, 32, 33, 63, 64, 65, 127, 256, 1099}) {
+      for (size_t offset : {0, 3}) {
+        SCOPED_TRACE("isa " + std::to_string(static_cast<int>(isa)) + ", count " + std::to_string(count) + ", offset " +
+                     std::to_string(offset));
+        std::vector<uint8_t> y(count + 2, 0xAB);
+        native::lookup_bytes(table.data(), x.data() + offset, y.data() + 1, count);
+        EXPECT_EQ(y.front(), 0xAB);
+        EXPECT_EQ(y.back(), 0xAB);  // nothing written past the end
+        for (size_t i = 0; i < count; ++i) ASSERT_EQ(y[i + 1], table[x[offset + i]]) << "at " << i;
+        std::vector<uint8_t> z(x.begin() + static_cast<std::ptrdiff_t>(offset),
+                               x.begin() + static_cast<std::ptrdiff_t>(offset + count));
+        native::lookup_bytes(table.data(), z.data(), z.data(), count);
+        for (size_t i = 0; i < count; ++i) ASSERT_EQ(z[i], table[x[offset + i]]) << "in place, at " << i;
+      }
+    }
   }
 }
 

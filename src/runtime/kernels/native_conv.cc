@@ -18,7 +18,7 @@
 // output-channel panels too. ReLU / ReLU6 clamp and SiLU are applied to the tile in registers.
 // 3x3 stride-1 convolutions with enough pixels and channels go to the Winograd kernel
 // (native_winograd.cc, registered first), which runs its GEMMs on this micro-kernel.
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 #include <pthreadpool.h>
 
 #include <algorithm>
@@ -52,8 +52,32 @@ __attribute__((target("avx2,fma"))) void native::silu_inplace(float* data, size_
   }
 }
 
+namespace {
+
+// With AVX-512 VBMI: vpermi2b looks 64 bytes up in a 128-entry table (two registers) at once; the
+// byte's top bit picks between the table's two halves.
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void lookup_bytes_vbmi(const uint8_t* table, const uint8_t* x,
+                                                                               uint8_t* y, size_t count) {
+  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64),
+                t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  size_t i = 0;
+  for (; i < count; i += 64) {
+    const __mmask64 m = count - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (count - i)) - 1;
+    const __m512i v = _mm512_maskz_loadu_epi8(m, x + i);
+    const __m512i lo = _mm512_permutex2var_epi8(t0, v, t1), hi = _mm512_permutex2var_epi8(t2, v, t3);
+    _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+  }
+}
+
+}  // namespace
+
 __attribute__((target("avx2,fma"))) void native::lookup_bytes(const uint8_t* table, const uint8_t* x, uint8_t* y,
                                                               size_t count) {
+  static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
+  if (vbmi && isa_enabled(Isa::kAvx512)) {
+    lookup_bytes_vbmi(table, x, y, count);
+    return;
+  }
   __m256i rows[16];
   for (int t = 0; t < 16; ++t)
     rows[t] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * t)));

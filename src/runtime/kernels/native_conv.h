@@ -4,7 +4,7 @@
 // Callers must check the CPU (native::cpu_has_avx2_fma) before calling the micro-kernel.
 #pragma once
 
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -9,15 +9,15 @@
 // Requantized as XNNPACK's fp32 kernels do (16 channels at a time with AVX-512), so the integers
 // equal the AVX2 kernel's, XNNPACK's and LiteRT's.
 //
-// Layout. A: the im2col rows of a block of output pixels, gathered per work item into a
-// per-thread buffer, K padded to a multiple of 64 (one tile row). B: packed once, per panel of 16
+// Layout. A: the im2col rows of each step's output pixels, gathered into a per-thread buffer, K
+// padded to a multiple of 64 (one tile row); for 1x1 stride-1 convolutions the input itself. B: packed once, per panel of 16
 // output channels, per 64-deep K step one 16 x 64 tile whose row q holds, for each channel, the
 // weights of taps 4q .. 4q+3 (the order TDPBSSD pairs with an A row). Each step of the inner loop
 // computes 32 pixels x 32 channels: tiles 0-3 accumulate C (two row halves x two panels) over the
 // whole K, from two A tiles (4, 5) and two B tiles (6, 7), so no partial sum leaves the tiles.
 // C is then stored to a small int32 buffer and requantized into the output. Work items are blocks
 // of output rows and, when those are too few for the threads, groups of panel pairs.
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 #include <pthreadpool.h>
 
 #include <algorithm>
@@ -123,6 +123,21 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_block(const int8_t* a, int
   if constexpr (kTwoHalves && kTwoPanels) _tile_stored(3, c + kTileRows * 2 * kPanel + kPanel, ldc);
 }
 
+// dst[0, n) = src[0, n) / = v, 64 bytes at a time (the rows are short: a call to memcpy per
+// kernel row of a 1x1 convolution cost more than the copy).
+__attribute__((target("avx512f,avx512bw"))) inline void copy_bytes(int8_t* dst, const int8_t* src, int64_t n) {
+  for (; n >= 64; n -= 64, src += 64, dst += 64) _mm512_storeu_si512(dst, _mm512_loadu_si512(src));
+  if (n > 0) {
+    const __mmask64 m = (__mmask64{1} << n) - 1;
+    _mm512_mask_storeu_epi8(dst, m, _mm512_maskz_loadu_epi8(m, src));
+  }
+}
+__attribute__((target("avx512f,avx512bw"))) inline void fill_bytes(int8_t* dst, int8_t v, int64_t n) {
+  const __m512i x = _mm512_set1_epi8(v);
+  for (; n >= 64; n -= 64, dst += 64) _mm512_storeu_si512(dst, x);
+  if (n > 0) _mm512_mask_storeu_epi8(dst, (__mmask64{1} << n) - 1, x);
+}
+
 __attribute__((target("amx-tile"))) void load_tile_config() { _tile_loadconfig(&tile_config()); }
 __attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
 
@@ -155,6 +170,8 @@ class AmxConvQ8 final : public Kernel {
       scale_[static_cast<size_t>(o)] = q.scale;
     }
     zp_in_ = static_cast<int8_t>(p.in[0].zero_point);
+    direct_ = a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1 &&
+              std::all_of(a.pads.begin(), a.pads.end(), [](int64_t v) { return v == 0; });
     rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
     rq_.min_less_zp = p.act_min - p.out.zero_point;
     rq_.zp = p.out.zero_point;
@@ -170,7 +187,8 @@ class AmxConvQ8 final : public Kernel {
     OH_ = y_.dim(1);
     OW_ = y_.dim(2);
     M_ = N_ * OH_ * OW_;
-    // Rows per block: a multiple of the 32-row step, the gathered rows at most ~128 KB (L2).
+    // Rows per block (the unit of work for the threads): a multiple of the 32-row step, A at most
+    // ~128 KB.
     const int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
     block_rows_ = std::clamp<int64_t>((1 << 17) / Kp_ / kStep * kStep, kStep, 16 * kStep);
     block_rows_ = std::min(block_rows_, (M_ + kStep - 1) / kStep * kStep);
@@ -201,7 +219,8 @@ class AmxConvQ8 final : public Kernel {
   // A rows [m0, m0 + rows) into buf (padded_rows x Kp_): taps outside the input read the input
   // zero point, K's padding and the rows past `rows` read 0 (their weights are 0, their outputs
   // are not stored).
-  void gather(int64_t m0, int64_t rows, int64_t padded_rows, int8_t* buf) const {
+  __attribute__((target("avx512f,avx512bw"))) void gather(int64_t m0, int64_t rows, int64_t padded_rows,
+                                                          int8_t* buf) const {
     const ir::ConvAttrs& a = attrs_;
     const int8_t* xd = x_.data<int8_t>();
     const int64_t KW = a.kernel[1];
@@ -215,11 +234,11 @@ class AmxConvQ8 final : public Kernel {
           const int64_t iw0 = ow * a.strides[1] - a.pads[1];
           const int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
           if (ih < 0 || ih >= H_ || lo >= hi) {
-            std::memset(dst, zp_in_, static_cast<size_t>(KW * C_));
+            fill_bytes(dst, zp_in_, KW * C_);
           } else {
-            std::memset(dst, zp_in_, static_cast<size_t>(lo * C_));
-            std::memcpy(dst + lo * C_, xd + ((n * H_ + ih) * W_ + iw0 + lo) * C_, static_cast<size_t>((hi - lo) * C_));
-            std::memset(dst + hi * C_, zp_in_, static_cast<size_t>((KW - hi) * C_));
+            fill_bytes(dst, zp_in_, lo * C_);
+            copy_bytes(dst + lo * C_, xd + ((n * H_ + ih) * W_ + iw0 + lo) * C_, (hi - lo) * C_);
+            fill_bytes(dst + hi * C_, zp_in_, (KW - hi) * C_);
           }
           dst += KW * C_;
           continue;
@@ -227,14 +246,14 @@ class AmxConvQ8 final : public Kernel {
         for (int64_t kw = 0; kw < KW; ++kw, dst += C_) {
           const int64_t iw = ow * a.strides[1] - a.pads[1] + kw * a.dilations[1];
           if (ih < 0 || ih >= H_ || iw < 0 || iw >= W_)
-            std::memset(dst, zp_in_, static_cast<size_t>(C_));
+            fill_bytes(dst, zp_in_, C_);
           else
-            std::memcpy(dst, xd + ((n * H_ + ih) * W_ + iw) * C_, static_cast<size_t>(C_));
+            copy_bytes(dst, xd + ((n * H_ + ih) * W_ + iw) * C_, C_);
         }
       }
-      std::memset(buf + r * Kp_ + K_, 0, static_cast<size_t>(Kp_ - K_));
+      fill_bytes(buf + r * Kp_ + K_, 0, Kp_ - K_);
     }
-    std::memset(buf + rows * Kp_, 0, static_cast<size_t>((padded_rows - rows) * Kp_));
+    fill_bytes(buf + rows * Kp_, 0, (padded_rows - rows) * Kp_);
   }
 
   void run_block(int64_t item) {
@@ -242,29 +261,41 @@ class AmxConvQ8 final : public Kernel {
     const int64_t p_begin = group * pairs_per_group_ * 2;
     const int64_t p_end = std::min(panels_, p_begin + pairs_per_group_ * 2);
     const int64_t m0 = block * block_rows_, rows = std::min(block_rows_, M_ - m0);
-    const int64_t padded_rows = (rows + kStep - 1) / kStep * kStep;
-    // Per-thread buffers (concurrent runs of one model use different threads).
+    // Per-thread buffer for one step's gathered rows (concurrent runs of one model use different
+    // threads).
     thread_local std::vector<int8_t, Aligned64<int8_t>> a_buf;
-    if (a_buf.size() < static_cast<size_t>(padded_rows * Kp_)) a_buf.resize(static_cast<size_t>(padded_rows * Kp_));
-    gather(m0, rows, padded_rows, a_buf.data());
+    if (a_buf.size() < static_cast<size_t>(kStep * Kp_)) a_buf.resize(static_cast<size_t>(kStep * Kp_));
     alignas(64) int32_t c[kStep * 2 * kPanel];
+    const int8_t* xd = x_.data<int8_t>();
     int8_t* y = y_.data_mutable<int8_t>() + m0 * O_;
     load_tile_config();
     for (int64_t r = 0; r < rows; r += kStep) {
-      const int64_t step_rows = std::min(kStep, rows - r);
-      const int8_t* a = a_buf.data() + r * Kp_;
+      const int64_t step_rows = std::min(kStep, rows - r), tile_rows = step_rows > kTileRows ? kStep : kTileRows;
+      // Direct: the input's pixels are the A rows (stride C). The last K step reads up to Kp - C
+      // bytes past a row, into the next pixel's, where the weights are 0; it must stay inside the
+      // input, so the last rows of the tensor are gathered.
+      const int8_t* a;
+      int64_t lda;
+      if (direct_ && (m0 + r + tile_rows - 1) * C_ + Kp_ <= M_ * C_) {
+        a = xd + (m0 + r) * C_;
+        lda = C_;
+      } else {
+        gather(m0 + r, step_rows, tile_rows, a_buf.data());
+        a = a_buf.data();
+        lda = Kp_;
+      }
       for (int64_t p = p_begin; p < p_end; p += 2) {
         const bool two_panels = p + 1 < p_end, two_halves = step_rows > kTileRows;
         const int8_t* b0 = packed_.data() + p * steps_ * kTileBytes;
         const int8_t* b1 = b0 + steps_ * kTileBytes;
         if (two_halves && two_panels)
-          amx_block<true, true>(a, Kp_, b0, b1, steps_, c);
+          amx_block<true, true>(a, lda, b0, b1, steps_, c);
         else if (two_halves)
-          amx_block<true, false>(a, Kp_, b0, b1, steps_, c);
+          amx_block<true, false>(a, lda, b0, b1, steps_, c);
         else if (two_panels)
-          amx_block<false, true>(a, Kp_, b0, b1, steps_, c);
+          amx_block<false, true>(a, lda, b0, b1, steps_, c);
         else
-          amx_block<false, false>(a, Kp_, b0, b1, steps_, c);
+          amx_block<false, false>(a, lda, b0, b1, steps_, c);
         for (int64_t q = p; q < p + (two_panels ? 2 : 1); ++q) {
           const int64_t cols = std::min(kPanel, O_ - q * kPanel);
           const int32_t* cq = c + (q - p) * kPanel;
@@ -284,6 +315,7 @@ class AmxConvQ8 final : public Kernel {
   std::vector<float> scale_;
   Requant rq_{};
   int8_t zp_in_ = 0;
+  bool direct_ = false;  // 1x1, stride 1, no padding: the input is A
   Tensor x_, y_;
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, M_ = 0, block_rows_ = kStep;
   int64_t row_blocks_ = 0, col_groups_ = 1, pairs_per_group_ = 1;

@@ -18,7 +18,7 @@
 // panels of int16 tap pairs; A (the im2col rows, int16 pairs) gathered per block of output pixels
 // into a per-thread buffer; K split into blocks whose partial sums wait in an int32 buffer. Work
 // items are row blocks, and groups of panels when the rows are too few for the threads.
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 #include <pthreadpool.h>
 
 #include <algorithm>
@@ -313,44 +313,46 @@ class NativeConvQ8 final : public Kernel {
 // Depthwise (groups = C = O, C a multiple of 16) int8 convolution. Each work item is one output
 // row; for each pixel a table points at every tap's input pixel, or at a row of the input zero
 // point for taps outside the input (which then add nothing after the bias correction, as in the
-// dense kernel). 16 channels at a time, two taps at a time: the taps' int8 inputs widened to int16
-// and interleaved, so that one vpmaddwd multiplies and adds both taps for 8 channels; the weights
-// are packed once in the same interleaved order (channels 0-3 and 8-11, then 4-7 and 12-15, as
-// the 128-bit lanes of vpunpcklwd / vpunpckhwd put them), and so are bias and scales.
+// dense kernel). A block of channels at a time (16 with AVX2, 32 with AVX-512, a last 16 when C is
+// an odd multiple of 16), two taps at a time: the taps' int8 inputs widened to int16 and
+// interleaved, so that one vpmaddwd multiplies and adds both taps for 8 (16) channels; the weights
+// are packed once in the same interleaved order (per 128-bit lane l, channels 8l .. 8l+3 in the
+// first vector, 8l+4 .. 8l+7 in the second, as vpunpcklwd / vpunpckhwd put them), and so are bias
+// and scales. Each block's weights are [pairs][2 vectors][block / 2 channels][2 taps].
 class NativeDwConvQ8 final : public Kernel {
  public:
   NativeDwConvQ8(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, std::span<const float> w_scale,
-                 const q8::Prepared& p, int64_t C)
-      : attrs_(a), C_(C) {
+                 const q8::Prepared& p, int64_t C, bool wide)
+      : attrs_(a), C_(C), block_(wide ? 32 : 16) {
     T_ = a.kernel[0] * a.kernel[1];
     pairs_ = (T_ + 1) / 2;
-    const int64_t blocks = C / 16;
-    packed_.assign(static_cast<size_t>(blocks * pairs_ * 32), 0);
+    packed_.assign(static_cast<size_t>(C * pairs_ * 2), 0);
     bias_.assign(static_cast<size_t>(C), 0);
     scale_.assign(static_cast<size_t>(C), 0.0f);
     const int8_t* wd = w.data<int8_t>();
     const int32_t zp_in = p.in[0].zero_point;
-    // Channel c of a block sits at lane position pos(c) of the two int32 halves [lo | hi].
-    auto pos = [](int64_t c) { return (c % 8 < 4 ? 0 : 8) + (c / 8) * 4 + c % 4; };
     for (int64_t c = 0; c < C; ++c) {
-      const int64_t block = c / 16, cb = c % 16, at = pos(cb);
+      // The block holding c starts at c0 and is `width` channels wide; cb's slot in its vectors.
+      const int64_t c0 = c / block_ * block_, width = std::min(block_, C - c0), cb = c - c0;
+      const int64_t at = (cb % 8 < 4 ? 0 : width / 2) + cb / 8 * 4 + cb % 4;
       int32_t sum = 0;
       for (int64_t t = 0; t < T_; ++t) {
         const int8_t v = wd[c * T_ + t];
         sum += v;
-        packed_[static_cast<size_t>((block * pairs_ + t / 2) * 32 + at * 2 + t % 2)] = v;
+        packed_[static_cast<size_t>(c0 * pairs_ * 2 + t / 2 * width * 2 + at * 2 + t % 2)] = v;
       }
       const native::Q8Channel q = native::q8_channel(b, w_scale, p, c, sum);
-      const size_t i = static_cast<size_t>(block * 16 + at);
-      bias_[i] = q.bias;
-      scale_[i] = q.scale;
+      bias_[static_cast<size_t>(c0 + at)] = q.bias;
+      scale_[static_cast<size_t>(c0 + at)] = q.scale;
     }
     zero_row_.assign(static_cast<size_t>(C), static_cast<int8_t>(zp_in));
     rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
     rq_.min_less_zp = p.act_min - p.out.zero_point;
     rq_.zp = p.out.zero_point;
   }
-  std::string_view name() const override { return "native_dwconv2d_nhwc_q8_avx2"; }
+  std::string_view name() const override {
+    return block_ == 32 ? "native_dwconv2d_nhwc_q8_avx512" : "native_dwconv2d_nhwc_q8_avx2";
+  }
 
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
@@ -360,66 +362,122 @@ class NativeDwConvQ8 final : public Kernel {
     W_ = x_.dim(2);
     OH_ = y_.dim(1);
     OW_ = y_.dim(2);
-    // Few output rows (the late layers) for the threads: the channels are split too.
+    // Few output rows (the late layers) for the threads: the channels are split too, in whole blocks.
     const int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
-    groups_ = threads > 1 && N_ * OH_ < 8 * threads ? std::min(C_ / 16, (8 * threads + N_ * OH_ - 1) / (N_ * OH_)) : 1;
-    group_channels_ = (C_ / 16 + groups_ - 1) / groups_ * 16;
+    const int64_t blocks = (C_ + block_ - 1) / block_;
+    groups_ = threads > 1 && N_ * OH_ < 8 * threads ? std::min(blocks, (8 * threads + N_ * OH_ - 1) / (N_ * OH_)) : 1;
+    group_channels_ = (blocks + groups_ - 1) / groups_ * block_;
     groups_ = (C_ + group_channels_ - 1) / group_channels_;
   }
 
   void run(const RunContext& ctx) override {
     native::parallel(ctx, N_ * OH_ * groups_, [](void* self, size_t i) {
-      static_cast<NativeDwConvQ8*>(self)->row(static_cast<int64_t>(i));
+      auto* k = static_cast<NativeDwConvQ8*>(self);
+      if (k->block_ == 32)
+        k->row_avx512(static_cast<int64_t>(i));
+      else
+        k->row_avx2(static_cast<int64_t>(i));
     }, this, N_ * OH_ * OW_ * C_ * T_);
   }
 
  private:
-  // Output row (n * OH + oh) = item / groups_, channels of group item % groups_.
-  __attribute__((target("avx2,fma"))) void row(int64_t item) {
+  // Points taps[0 .. 2 * pairs_) at the input pixels of output pixel ow (the odd tap count's last,
+  // weightless tap at the zero row).
+  void pixel_taps(int64_t n, int64_t oh, int64_t ow, const int8_t** taps) const {
     const ir::ConvAttrs& a = attrs_;
-    const int64_t c_begin = item % groups_ * group_channels_, c_end = std::min(C_, c_begin + group_channels_);
+    const int8_t* x = x_.data<int8_t>() + n * H_ * W_ * C_;
+    int64_t t = 0;
+    for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
+      const int64_t ih = oh * a.strides[0] - a.pads[0] + kh * a.dilations[0];
+      for (int64_t kw = 0; kw < a.kernel[1]; ++kw, ++t) {
+        const int64_t iw = ow * a.strides[1] - a.pads[1] + kw * a.dilations[1];
+        taps[t] = ih >= 0 && ih < H_ && iw >= 0 && iw < W_ ? x + (ih * W_ + iw) * C_ : zero_row_.data();
+      }
+    }
+    if (T_ % 2) taps[T_] = zero_row_.data();  // its weights are 0
+  }
+
+  // 16 channels from c (a 16-wide block, packed at wb) of one output pixel.
+  __attribute__((target("avx2,fma"))) void block16(const int8_t* const* taps, int64_t c, const int16_t* wb,
+                                                   int8_t* yo) const {
+    __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c));
+    __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c + 8));
+    for (int64_t pr = 0; pr < pairs_; ++pr) {
+      const __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[2 * pr] + c)));
+      const __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[2 * pr + 1] + c)));
+      const __m256i* wp = reinterpret_cast<const __m256i*>(wb + pr * 32);
+      lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_loadu_si256(wp)));
+      hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_loadu_si256(wp + 1)));
+    }
+    // lo holds channels 0-3 | 8-11, hi 4-7 | 12-15: packing per 128-bit lane restores the order.
+    const __m256i q16 = _mm256_packs_epi32(requantize8(lo, scale_.data() + c, rq_),
+                                           requantize8(hi, scale_.data() + c + 8, rq_));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(yo + c),
+                     _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
+  }
+
+  // The item's output row (n * OH + oh) = item / groups_, channels of group item % groups_.
+  std::pair<int64_t, int64_t> channels_of(int64_t item) const {
+    const int64_t c_begin = item % groups_ * group_channels_;
+    return {c_begin, std::min(C_, c_begin + group_channels_)};
+  }
+
+  __attribute__((target("avx2,fma"))) void row_avx2(int64_t item) {
+    const auto [c_begin, c_end] = channels_of(item);
     item /= groups_;
-    const int64_t n = item / OH_, oh = item % OH_, C = C_;
-    const int8_t* x = x_.data<int8_t>() + n * H_ * W_ * C;
-    int8_t* y = y_.data_mutable<int8_t>() + item * OW_ * C;
+    const int64_t n = item / OH_, oh = item % OH_;
+    int8_t* y = y_.data_mutable<int8_t>() + item * OW_ * C_;
     thread_local std::vector<const int8_t*> taps;
     taps.resize(static_cast<size_t>(pairs_ * 2));
     for (int64_t ow = 0; ow < OW_; ++ow) {
-      int64_t t = 0;
-      for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
-        const int64_t ih = oh * a.strides[0] - a.pads[0] + kh * a.dilations[0];
-        for (int64_t kw = 0; kw < a.kernel[1]; ++kw, ++t) {
-          const int64_t iw = ow * a.strides[1] - a.pads[1] + kw * a.dilations[1];
-          taps[static_cast<size_t>(t)] =
-              ih >= 0 && ih < H_ && iw >= 0 && iw < W_ ? x + (ih * W_ + iw) * C : zero_row_.data();
-        }
-      }
-      if (T_ % 2) taps[static_cast<size_t>(T_)] = zero_row_.data();  // its weights are 0
-      int8_t* yo = y + ow * C;
-      const int16_t* wb = packed_.data() + c_begin / 16 * pairs_ * 32;
-      for (int64_t c = c_begin; c < c_end; c += 16, wb += pairs_ * 32) {
-        __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c));
-        __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias_.data() + c + 8));
+      pixel_taps(n, oh, ow, taps.data());
+      for (int64_t c = c_begin; c < c_end; c += 16) block16(taps.data(), c, packed_.data() + c * pairs_ * 2, y + ow * C_);
+    }
+  }
+
+  // Requantizes 16 accumulators (AVX-512), as requantize8 does 8.
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static __m512i requantize16(__m512i acc, const float* scale,
+                                                                                   const Requant& q) {
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(scale));
+    f = _mm512_min_ps(f, _mm512_set1_ps(q.max_less_zp));
+    const __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.min_less_zp));
+    return _mm512_add_epi32(i, _mm512_set1_epi32(q.zp));
+  }
+
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void row_avx512(int64_t item) {
+    const auto [c_begin, c_end] = channels_of(item);
+    item /= groups_;
+    const int64_t n = item / OH_, oh = item % OH_;
+    int8_t* y = y_.data_mutable<int8_t>() + item * OW_ * C_;
+    thread_local std::vector<const int8_t*> taps;
+    taps.resize(static_cast<size_t>(pairs_ * 2));
+    for (int64_t ow = 0; ow < OW_; ++ow) {
+      pixel_taps(n, oh, ow, taps.data());
+      int8_t* yo = y + ow * C_;
+      int64_t c = c_begin;
+      for (; c + 32 <= c_end; c += 32) {
+        const int16_t* wb = packed_.data() + c * pairs_ * 2;
+        __m512i lo = _mm512_loadu_si512(bias_.data() + c), hi = _mm512_loadu_si512(bias_.data() + c + 16);
         for (int64_t pr = 0; pr < pairs_; ++pr) {
-          const __m256i x0 = _mm256_cvtepi8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[static_cast<size_t>(2 * pr)] + c)));
-          const __m256i x1 = _mm256_cvtepi8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(taps[static_cast<size_t>(2 * pr + 1)] + c)));
-          const __m256i* wp = reinterpret_cast<const __m256i*>(wb + pr * 32);
-          lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), _mm256_load_si256(wp)));
-          hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), _mm256_load_si256(wp + 1)));
+          const __m512i x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[2 * pr] + c)));
+          const __m512i x1 =
+              _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[2 * pr + 1] + c)));
+          lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), _mm512_loadu_si512(wb + pr * 64)));
+          hi = _mm512_add_epi32(hi,
+                                _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), _mm512_loadu_si512(wb + pr * 64 + 32)));
         }
-        // lo holds channels 0-3 | 8-11, hi 4-7 | 12-15: packing per 128-bit lane restores the order.
-        const __m256i q16 = _mm256_packs_epi32(requantize8(lo, scale_.data() + c, rq_),
-                                               requantize8(hi, scale_.data() + c + 8, rq_));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(yo + c),
-                         _mm_packs_epi16(_mm256_castsi256_si128(q16), _mm256_extracti128_si256(q16, 1)));
+        // Per 128-bit lane l, lo holds channels 8l .. 8l+3 and hi 8l+4 .. 8l+7: vpackssdw restores
+        // the order, vpmovswb narrows (the values are in int8 range already).
+        const __m512i q16 = _mm512_packs_epi32(requantize16(lo, scale_.data() + c, rq_),
+                                               requantize16(hi, scale_.data() + c + 16, rq_));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(yo + c), _mm512_cvtsepi16_epi8(q16));
       }
+      if (c < c_end) block16(taps.data(), c, packed_.data() + c * pairs_ * 2, yo);  // C an odd multiple of 16
     }
   }
 
   ir::ConvAttrs attrs_;
-  int64_t C_, T_ = 0, pairs_ = 0;
+  int64_t C_, block_, T_ = 0, pairs_ = 0;
   std::vector<int16_t, Aligned32<int16_t>> packed_;
   std::vector<int32_t> bias_;
   std::vector<float> scale_;
@@ -713,7 +771,8 @@ std::unique_ptr<Kernel> make_native_dwconv_q8(const KernelRequest& req) {
     return nullptr;
   auto p = native::accept_q8_conv(req);
   if (!p) return nullptr;
-  return std::make_unique<NativeDwConvQ8>(a, w.constant, native::q8_conv_bias(req), w.quant->scale, *p, C);
+  return std::make_unique<NativeDwConvQ8>(a, w.constant, native::q8_conv_bias(req), w.quant->scale, *p, C,
+                                          native::isa_enabled(native::Isa::kAvx512));
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 // ran on one thread however many the pool has (EfficientNet-B0 at 2 threads: 0.85 of its ~9.4 ms
 // in these two ops, unchanged from 1 thread). Here the mean splits the channels and the scaling
 // the rows among the threads.
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 
 #include <algorithm>
 #include <vector>

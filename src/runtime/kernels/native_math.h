@@ -6,7 +6,7 @@
 // kernels' std::exp based values, far inside the f32 test tolerance (1e-5).
 #pragma once
 
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 
 #include <cstddef>
 #include <cstdint>

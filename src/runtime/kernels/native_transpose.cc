@@ -5,7 +5,7 @@
 // [N, HW, C] -> [N, C, HW]), then copies whole rows when the last axis stays last, transposes
 // 8x8 tiles in AVX registers when the last two axes swap under an identity batch prefix, and
 // otherwise walks the output with the innermost axis unrolled.
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 
 #include <algorithm>
 #include <cstring>

@@ -21,7 +21,7 @@
 // Rounding: the transforms' coefficients (up to 8) cost precision; against the reference kernels
 // single layers differ by up to ~1.3e-5 of max |output| (C = 530; the dense kernel: < 1e-6), and
 // whole ResNets stay more than 10x inside the 1e-4 ONNX Runtime parity bound.
-#include <immintrin.h>
+#include "runtime/kernels/simd.h"
 #include <pthreadpool.h>
 
 #include <algorithm>
