@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "int8_test_graphs.h"
+#include "isa_limit.h"
 #include "modex/runtime.h"
 #include "runtime/kernels/kernel.h"
 #include "runtime/kernels/native_math.h"
@@ -28,14 +29,7 @@ using runtime::q8::Multiplier;
 using runtime::q8::multiply_by_quantized_multiplier;
 using runtime::q8::quantize_multiplier;
 namespace native = runtime::native;
-
-// Kernels created while one lives use no instruction set beyond `isa` (then every one again).
-struct IsaLimit {
-  explicit IsaLimit(native::Isa isa) { native::set_max_isa(isa); }
-  ~IsaLimit() { native::set_max_isa(native::Isa::kAmx); }
-  IsaLimit(const IsaLimit&) = delete;
-  IsaLimit& operator=(const IsaLimit&) = delete;
-};
+using test::IsaLimit;
 
 Tensor random_input(const ir::Value& v, uint32_t seed, int64_t batch = -1) {
   Dims dims;
@@ -417,6 +411,38 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
   }
   std::printf("int8 native conv: equal to XNNPACK; %lld of %lld integers one step from the reference\n",
               static_cast<long long>(off), static_cast<long long>(total));
+}
+
+// An int8 fully connected layer on AMX (a 1x1 convolution of one pixel per batch row) gives
+// XNNPACK's integers: batch 1 (one tile row of sixteen used), batches that fill and overflow a
+// 32-row step, inputs shorter and longer than a 64-byte tile row, odd output counts, ReLU.
+TEST(Int8Native, FullyConnectedOnAmxEqualsXnnpack) {
+  if (!native::isa_enabled(native::Isa::kAmx)) GTEST_SKIP() << "no AMX";
+  struct Case {
+    int64_t batch, in, out;
+    ir::Activation act;
+  };
+  const std::vector<Case> cases = {{1, 1280, 1000, ir::Activation::kNone},
+                                   {33, 40, 10, ir::Activation::kRelu},
+                                   {5, 130, 17, ir::Activation::kNone},
+                                   {32, 64, 64, ir::Activation::kRelu}};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    test::Int8Builder b(static_cast<uint32_t>(90 + i));
+    auto x = b.input("x", {c.batch, c.in}, 0.03f, static_cast<int64_t>(i) * 11 - 7);
+    b.g.add_output(b.gemm(x, c.out, c.act));
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE("case " + std::to_string(i) + ", threads " + std::to_string(threads));
+      Tensor in = random_input(b.g.value(x), static_cast<uint32_t>(i * 3 + threads));
+      std::string amx_name, xnn_name;
+      auto av = ints(run_kernel(b.g, runtime::KernelBackend::kNative, in, threads, &amx_name));
+      auto xv = ints(run_kernel(b.g, runtime::KernelBackend::kXnnpack, in, threads, &xnn_name));
+      ASSERT_EQ(amx_name, "native_fully_connected_q8_amx");
+      ASSERT_EQ(xnn_name, "xnn_fully_connected_nc_qs8");
+      ASSERT_EQ(av, xv);
+      EXPECT_LT(*std::min_element(av.begin(), av.end()), *std::max_element(av.begin(), av.end()));
+    }
+  }
 }
 
 // The int8 constant Pad (what a TFLite max pool with explicit padding reads) on XNNPACK: the

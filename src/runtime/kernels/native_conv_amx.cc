@@ -144,8 +144,8 @@ __attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
 class AmxConvQ8 final : public Kernel {
  public:
   AmxConvQ8(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, std::span<const float> w_scale,
-            const q8::Prepared& p, int64_t C)
-      : attrs_(a), C_(C) {
+            const q8::Prepared& p, int64_t C, bool gemm)
+      : attrs_(a), C_(C), gemm_(gemm) {
     O_ = w.dim(0);
     K_ = a.kernel[0] * a.kernel[1] * C;
     steps_ = (K_ + kTileK - 1) / kTileK;
@@ -176,16 +176,18 @@ class AmxConvQ8 final : public Kernel {
     rq_.min_less_zp = p.act_min - p.out.zero_point;
     rq_.zp = p.out.zero_point;
   }
-  std::string_view name() const override { return "native_conv2d_nhwc_q8_amx"; }
+  std::string_view name() const override {
+    return gemm_ ? "native_fully_connected_q8_amx" : "native_conv2d_nhwc_q8_amx";
+  }
 
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
     y_ = out[0];
     N_ = x_.dim(0);
-    H_ = x_.dim(1);
-    W_ = x_.dim(2);
-    OH_ = y_.dim(1);
-    OW_ = y_.dim(2);
+    H_ = gemm_ ? 1 : x_.dim(1);
+    W_ = gemm_ ? 1 : x_.dim(2);
+    OH_ = gemm_ ? 1 : y_.dim(1);
+    OW_ = gemm_ ? 1 : y_.dim(2);
     M_ = N_ * OH_ * OW_;
     // Rows per block (the unit of work for the threads): a multiple of the 32-row step, A at most
     // ~128 KB.
@@ -309,7 +311,9 @@ class AmxConvQ8 final : public Kernel {
   }
 
   ir::ConvAttrs attrs_;
-  int64_t C_, O_ = 0, K_ = 0, Kp_ = 0, steps_ = 0, panels_ = 0;
+  int64_t C_;
+  bool gemm_;  // a fully connected layer: x [N, C], y [N, O]
+  int64_t O_ = 0, K_ = 0, Kp_ = 0, steps_ = 0, panels_ = 0;
   std::vector<int8_t, Aligned64<int8_t>> packed_;
   std::vector<int32_t> bias_;
   std::vector<float> scale_;
@@ -325,14 +329,25 @@ class AmxConvQ8 final : public Kernel {
 
 std::unique_ptr<Kernel> native::make_amx_conv_q8(const KernelRequest& req) {
   if (!isa_enabled(Isa::kAmx)) return nullptr;
-  const auto& a = req.node.attr<ir::ConvAttrs>();
-  if (a.groups != 1) return nullptr;
-  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], 3);
+  const ir::Value& x = req.graph.value(req.node.inputs[0]);
   const ir::Value& w = req.graph.value(req.node.inputs[1]);
-  if (C <= 0 || !w.is_constant() || w.constant.rank() != 4 || w.constant.dim(3) != C) return nullptr;
+  if (!w.is_constant()) return nullptr;
+  const bool gemm = req.node.op == ir::OpKind::kGemm;
+  ir::ConvAttrs a;
+  if (gemm) {
+    // [N, I] x [O, I]^T: a 1x1 convolution over N pixels of I channels.
+    if (x.shape.size() != 2 || w.constant.rank() != 2) return nullptr;
+    a.kernel = {1, 1};
+    a.layout = ir::Layout::kNHWC;
+  } else {
+    a = req.node.attr<ir::ConvAttrs>();
+    if (a.groups != 1 || w.constant.rank() != 4) return nullptr;
+  }
+  const int64_t C = xnn::static_dim(req.graph, req.node.inputs[0], gemm ? 1 : 3);
+  if (C <= 0 || w.constant.dim(w.constant.rank() - 1) != C) return nullptr;
   auto p = accept_q8_conv(req);
   if (!p) return nullptr;
-  return std::make_unique<AmxConvQ8>(a, w.constant, q8_conv_bias(req), w.quant->scale, *p, C);
+  return std::make_unique<AmxConvQ8>(a, w.constant, q8_conv_bias(req), w.quant->scale, *p, C, gemm);
 }
 
 }  // namespace modex::runtime

@@ -779,18 +779,22 @@ std::unique_ptr<Kernel> make_native_dwconv_q8(const KernelRequest& req) {
 
 std::optional<q8::Prepared> native::accept_q8_conv(const KernelRequest& req) {
   const ir::Node& n = req.node;
-  const auto& a = n.attr<ir::ConvAttrs>();
-  if (!cpu_has_avx2_fma() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2) return std::nullopt;
+  const bool gemm = n.op == ir::OpKind::kGemm;
+  if (!cpu_has_avx2_fma()) return std::nullopt;
+  if (!gemm) {
+    const auto& a = n.attr<ir::ConvAttrs>();
+    if (a.layout != ir::Layout::kNHWC || a.kernel.size() != 2) return std::nullopt;
+    for (int64_t v : a.pads)
+      if (v < 0) return std::nullopt;
+  }
   if (!q8::is_quantized_node(req.graph, n) || req.graph.value(n.inputs[0]).dtype != DType::kInt8 ||
       req.graph.value(n.outputs[0]).dtype != DType::kInt8)
     return std::nullopt;
   const ir::Value& w = req.graph.value(n.inputs[1]);
   const ir::Value* b = n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue ? &req.graph.value(n.inputs[2]) : nullptr;
-  if (!w.is_constant() || w.constant.dtype() != DType::kInt8 || w.constant.rank() != 4 || !w.quant ||
+  if (!w.is_constant() || w.constant.dtype() != DType::kInt8 || w.constant.rank() != (gemm ? 2 : 4) || !w.quant ||
       (b && (!b->is_constant() || b->constant.dtype() != DType::kInt32)))
     return std::nullopt;
-  for (int64_t v : a.pads)
-    if (v < 0) return std::nullopt;
   for (int64_t zp : w.quant->zero_point)
     if (zp != 0) return std::nullopt;
   const auto& ws = w.quant->scale;
@@ -822,6 +826,7 @@ void register_native_q8_kernels(KernelRegistry& r) {
   // multiplies on AVX2); then Winograd, which declines every node but 3x3 stride-1 convolutions
   // large enough to gain.
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, native::make_amx_conv_q8);
+  r.add(ir::OpKind::kGemm, DType::kInt8, KernelBackend::kNative, native::make_amx_conv_q8);
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_winograd_q8);
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_native_conv_q8);
   r.add(ir::OpKind::kConv, DType::kInt8, KernelBackend::kNative, make_native_dwconv_q8);

@@ -11,10 +11,10 @@
 
 namespace modex::runtime::native {
 
-// An int8 NHWC 2-D convolution with constant symmetric int8 weights (per-tensor, or per output
-// channel on axis 0), an int32 bias, non-negative pads, and requantization scales in the range
-// XNNPACK accepts (the nodes outside it keep the reference kernel there too). Returns the
-// prepared node, or nullopt to decline.
+// An int8 NHWC 2-D convolution (or a fully connected Gemm: weights [O, I]) with constant
+// symmetric int8 weights (per-tensor, or per output channel on axis 0), an int32 bias,
+// non-negative pads, and requantization scales in the range XNNPACK accepts (the nodes outside it
+// keep the reference kernel there too). Returns the prepared node, or nullopt to decline.
 std::optional<q8::Prepared> accept_q8_conv(const KernelRequest& req);
 
 // The node's constant int32 bias, or nullptr.
@@ -31,8 +31,9 @@ struct Q8Channel {
 Q8Channel q8_channel(const Tensor* bias, std::span<const float> w_scale, const q8::Prepared& p, int64_t o,
                      int32_t weight_sum);
 
-// Dense (groups = 1) int8 convolution on AMX tiles, or nullptr where AMX is not enabled
-// (native::isa_enabled(Isa::kAmx)) or the node is not one it takes.
+// Dense (groups = 1) int8 convolution, or fully connected Gemm (a 1x1 convolution of one pixel
+// per row), on AMX tiles; nullptr where AMX is not enabled (native::isa_enabled(Isa::kAmx)) or
+// the node is not one it takes.
 std::unique_ptr<Kernel> make_amx_conv_q8(const KernelRequest& req);
 
 }  // namespace modex::runtime::native
