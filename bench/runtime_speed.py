@@ -38,6 +38,23 @@ TARGET_RATIO = 1.0
 TARGET_INT8_RATIO = 0.5  # modex int8 latency / ORT float32 latency
 
 
+def cpu_description():
+    """The CPU's model name and the instruction sets modex's kernels choose between."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    sets = [name for name, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX-INT8", "amx_int8")) if flag in flags]
+    return model, sets
+
+
 def run_json(cmd, what):
     wall, rss, out, err, rc, cpu = es.measure(cmd)
     if rc != 0:
@@ -151,12 +168,15 @@ def main():
               "modex": args.modex, "ort_version": rows[0]["runs"]["ort"][0].get("ort_version") if rows else None,
               "iterations": args.iterations, "warmup": args.warmup, "repeats": args.repeats,
               "input_size": args.input_size, "ort_baseline_rss": ort_baseline, "modex_baseline_rss": modex_baseline,
-              "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after},
+              "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_description()[0], "instruction_sets": cpu_description()[1],
+                          "loadavg_before": load_before, "loadavg_after": load_after},
               "rows": rows}
     if args.json:
         print(json.dumps(result, indent=1))
         return
     mb = 1e6
+    model_name, sets = cpu_description()
+    print(f"CPU: {model_name} ({', '.join(sets) or 'no AVX2'}); modex picks its kernels by these (MODEX_MAX_ISA limits them)")
     print(f"modex bench vs ONNX Runtime {result['ort_version']} (onnxruntime-node), batch 1, "
           f"{args.input_size}x{args.input_size}; median of {args.repeats} fresh processes x median of "
           f"{args.iterations} runs; {os.cpu_count()} CPUs; load average {load_before[0]:.2f} before, "

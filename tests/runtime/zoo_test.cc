@@ -39,7 +39,7 @@ class ZooFixture : public ::testing::TestWithParam<std::string> {};
 TEST_P(ZooFixture, MatchesPyTorchAndReference) {
   fs::path dir = fixture_dir(GetParam());
   ASSERT_FALSE(dir.empty()) << "ONNX fixture " << GetParam()
-                            << " not found under ~/.cache/modex/onnx-fixtures/*/ (made by the tests/oracle scripts)";
+                            << " not found under ~/.cache/modex/onnx-fixtures/*/ (made by tests/io/make_onnx_fixtures.py, ctest runtime_onnx_fixtures)";
   Tensor x = read_floats(dir / "b1.input.bin", {1, 3, 224, 224});
   auto fast = Model::load(dir / "model.onnx", {.threads = 2});
   Tensor got = fast->run({x})[0];
