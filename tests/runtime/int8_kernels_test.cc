@@ -445,6 +445,48 @@ TEST(Int8Native, FullyConnectedOnAmxEqualsXnnpack) {
   }
 }
 
+// Int8 Add and Mul cut into bands of rows (one XNNPACK operator per thread at batch 1) give the
+// integers the whole operator gives, and the reference's within one step: residual adds, the
+// squeeze-excite scaling with the gate on either side, more threads than rows, fused ReLU; batch
+// 2 and rank-2 shapes run whole.
+TEST(Int8Xnnpack, BandedBinaryOpsEqualTheWholeOperator) {
+  struct Case {
+    ir::OpKind op;
+    Dims a, b;
+    ir::Activation act;
+  };
+  const std::vector<Case> cases = {
+      {ir::OpKind::kAdd, {1, 7, 5, 16}, {1, 7, 5, 16}, ir::Activation::kNone},
+      {ir::OpKind::kAdd, {1, 9, 3, 8}, {1, 9, 3, 8}, ir::Activation::kRelu},
+      {ir::OpKind::kMul, {1, 9, 4, 24}, {1, 1, 1, 24}, ir::Activation::kNone},
+      {ir::OpKind::kMul, {1, 1, 1, 40}, {1, 5, 6, 40}, ir::Activation::kNone},
+      {ir::OpKind::kMul, {1, 2, 3, 16}, {1, 2, 3, 16}, ir::Activation::kRelu},
+      {ir::OpKind::kAdd, {2, 4, 4, 8}, {2, 4, 4, 8}, ir::Activation::kNone},
+      {ir::OpKind::kMul, {3, 10}, {3, 10}, ir::Activation::kNone},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    test::Int8Builder b(static_cast<uint32_t>(120 + i));
+    auto xa = b.input("a", c.a, 0.05f, 3);
+    auto xb = b.input("b", c.b, 0.04f, -9);
+    b.g.add_output(b.binary(c.op, xa, xb, c.act));
+    const Tensor ta = random_input(b.g.value(xa), static_cast<uint32_t>(i)),
+                 tb = random_input(b.g.value(xb), static_cast<uint32_t>(i + 50));
+    auto whole = Model::from_graph(b.g, {.threads = 1});
+    auto ref = Model::from_graph(b.g, {.threads = 1, .backend = Backend::kReference});
+    const auto want = ints(whole->run_raw({ta, tb})[0]), refv = ints(ref->run_raw({ta, tb})[0]);
+    for (int threads : {2, 3, 8}) {
+      SCOPED_TRACE("case " + std::to_string(i) + ", threads " + std::to_string(threads));
+      auto banded = Model::from_graph(b.g, {.threads = threads});
+      EXPECT_EQ(ints(banded->run_raw({ta, tb})[0]), want);
+      EXPECT_EQ(ints(banded->run_raw({ta, tb})[0]), want);  // a second run over the same binding
+      ASSERT_EQ(banded->kernel_names().at(0), c.op == ir::OpKind::kAdd ? "xnn_add_nd_qs8" : "xnn_multiply_nd_qs8");
+    }
+    ASSERT_EQ(want.size(), refv.size());
+    for (size_t j = 0; j < want.size(); ++j) ASSERT_LE(std::abs(want[j] - refv[j]), 1) << "case " << i << " at " << j;
+  }
+}
+
 // The int8 constant Pad (what a TFLite max pool with explicit padding reads) on XNNPACK: the
 // same bytes as the reference, for pad values that quantize inside and outside the int8 range.
 TEST(Int8Xnnpack, PadEqualsReference) {

@@ -6,6 +6,8 @@
 // the ones the reference computes with; XNNPACK requantizes in fp32 (round to nearest even) where
 // TFLite's reference uses Q31 fixed point, so results may differ by one step. A node XNNPACK
 // declines (uint8 data, parameters outside its limits) keeps the reference kernel.
+#include <pthreadpool.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -52,6 +54,81 @@ class XnnInt8 final : public Kernel {
   xnn::Operator op_;
   std::string name_;
   Bind bind_;
+};
+
+// Int8 Add / Mul on XNNPACK. Debian's build splits an elementwise operator among the threads only
+// over the batch, so at batch 1 it ran on one thread; here a batch-1 operation whose inputs are
+// each either the output's shape or constant along H (the residual adds, the squeeze-excite
+// channel scaling [1, H, W, C] x [1, 1, 1, C]) is cut into bands of rows, one operator per band,
+// set up and run on the pool's threads: the same micro-kernels on the same values, so the same
+// integers. Other shapes run whole.
+class XnnBinaryQ8 final : public Kernel {
+ public:
+  using Create = std::function<xnn::Operator()>;
+  XnnBinaryQ8(xnn::Operator op, Create create, bool add) : create_(std::move(create)), add_(add) {
+    ops_.push_back(std::move(op));
+  }
+  std::string_view name() const override { return add_ ? "xnn_add_nd_qs8" : "xnn_multiply_nd_qs8"; }
+
+  void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
+    a_ = in[0];
+    b_ = in[1];
+    y_ = out[0];
+    const int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
+    const bool split = threads > 1 && y_.rank() >= 2 && y_.dim(0) == 1 && y_.dim(1) > 1 && bandable(a_) && bandable(b_);
+    bands_ = split ? std::min(threads, y_.dim(1)) : 1;
+    while (static_cast<int64_t>(ops_.size()) < bands_) {
+      ops_.push_back(create_());
+      if (!ops_.back()) throw Error("cannot create an XNNPACK int8 operator", ErrorKind::kInternal);
+    }
+    if (bands_ == 1) xnn::check(bind(ops_[0].get(), 0, y_.rank() >= 2 ? y_.dim(1) : 1, ctx.pool), "int8 setup");
+  }
+
+  void run(const RunContext& ctx) override {
+    if (bands_ == 1) {
+      xnn::run(ops_[0].get(), ctx);
+      return;
+    }
+    native::parallel(ctx, bands_, [](void* self, size_t i) {
+      auto* k = static_cast<XnnBinaryQ8*>(self);
+      const int64_t H = k->y_.dim(1), h0 = H * static_cast<int64_t>(i) / k->bands_,
+                    h1 = H * static_cast<int64_t>(i + 1) / k->bands_;
+      xnn_operator_t op = k->ops_[i].get();
+      xnn::check(k->bind(op, h0, h1, nullptr), "int8 setup");
+      xnn::check(xnn_run_operator(op, nullptr), "run");
+    }, this);
+  }
+
+ private:
+  // The output's shape, or constant along H (dim 1 of 1), in a batch-1 output of the same rank.
+  bool bandable(const Tensor& t) const {
+    if (t.rank() != y_.rank() || t.dim(0) != 1) return false;
+    if (t.dim(1) == 1) return true;
+    return t.shape() == y_.shape();
+  }
+
+  // Sets `op` up for output rows [h0, h1) (dim 1) of every input and the output.
+  xnn_status bind(xnn_operator_t op, int64_t h0, int64_t h1, pthreadpool_t pool) {
+    std::array<size_t, XNN_MAX_TENSOR_DIMS> da{}, db{};
+    auto band = [&](const Tensor& t, std::array<size_t, XNN_MAX_TENSOR_DIMS>& dims) {
+      for (int64_t d = 0; d < t.rank(); ++d) dims[static_cast<size_t>(d)] = static_cast<size_t>(t.dim(d));
+      if (t.rank() < 2 || t.dim(1) == 1 || bands_ == 1) return t.data<int8_t>();
+      dims[1] = static_cast<size_t>(h1 - h0);
+      return t.data<int8_t>() + h0 * (t.numel() / t.dim(1));
+    };
+    const int8_t* pa = band(a_, da);
+    const int8_t* pb = band(b_, db);
+    int8_t* py = y_.data_mutable<int8_t>() + (bands_ == 1 ? 0 : h0 * (y_.numel() / y_.dim(1)));
+    auto setup = add_ ? xnn_setup_add_nd_qs8 : xnn_setup_multiply_nd_qs8;
+    return setup(op, static_cast<size_t>(a_.rank()), da.data(), static_cast<size_t>(b_.rank()), db.data(), pa, pb, py,
+                 pool);
+  }
+
+  std::vector<xnn::Operator> ops_;  // one per band
+  Create create_;
+  bool add_;
+  Tensor a_, b_, y_;
+  int64_t bands_ = 1;
 };
 
 std::unique_ptr<Kernel> make_conv(const KernelRequest& req) {
@@ -157,25 +234,17 @@ std::unique_ptr<Kernel> make_binary(const KernelRequest& req) {
   if (add ? !(in_range(s1 / so, 0x1.0p-10, 0x1.0p+8) && in_range(s2 / so, 0x1.0p-10, 0x1.0p+8))
           : !in_range(s1 * s2 / so, 0x1.0p-16, 0x1.0p+8))
     return nullptr;
-  xnn_operator_t op = nullptr;
-  auto create = add ? xnn_create_add_nd_qs8 : xnn_create_multiply_nd_qs8;
-  if (create(i8(p.in[0].zero_point), p.in[0].scale, i8(p.in[1].zero_point), p.in[1].scale,
-             i8(p.out.zero_point), p.out.scale, i8(p.act_min), i8(p.act_max), 0,
-             &op) != xnn_status_success)
-    return nullptr;
-  return std::make_unique<XnnInt8>(
-      xnn::Operator(op), add ? "xnn_add_nd_qs8" : "xnn_multiply_nd_qs8",
-      [add](xnn_operator_t o, std::span<const Tensor> in, Tensor& y, pthreadpool_t pool) {
-        std::array<size_t, XNN_MAX_TENSOR_DIMS> a{}, b{};
-        for (int64_t d = 0; d < in[0].rank(); ++d)
-          a[static_cast<size_t>(d)] = static_cast<size_t>(in[0].dim(d));
-        for (int64_t d = 0; d < in[1].rank(); ++d)
-          b[static_cast<size_t>(d)] = static_cast<size_t>(in[1].dim(d));
-        auto setup = add ? xnn_setup_add_nd_qs8 : xnn_setup_multiply_nd_qs8;
-        return setup(o, static_cast<size_t>(in[0].rank()), a.data(),
-                     static_cast<size_t>(in[1].rank()), b.data(), in[0].data<int8_t>(),
-                     in[1].data<int8_t>(), y.data_mutable<int8_t>(), pool);
-      });
+  auto create = [add, p]() {
+    xnn_operator_t op = nullptr;
+    auto make = add ? xnn_create_add_nd_qs8 : xnn_create_multiply_nd_qs8;
+    if (make(i8(p.in[0].zero_point), p.in[0].scale, i8(p.in[1].zero_point), p.in[1].scale, i8(p.out.zero_point),
+             p.out.scale, i8(p.act_min), i8(p.act_max), 0, &op) != xnn_status_success)
+      return xnn::Operator();
+    return xnn::Operator(op);
+  };
+  xnn::Operator first = create();
+  if (!first) return nullptr;
+  return std::make_unique<XnnBinaryQ8>(std::move(first), std::move(create), add);
 }
 
 std::unique_ptr<Kernel> make_max_pool(const KernelRequest& req) {
