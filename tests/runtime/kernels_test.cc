@@ -313,8 +313,11 @@ struct BinaryCase {
 
 TEST(XnnKernels, BinaryMatchesReference) {
   std::vector<BinaryCase> cases = {
-      {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kNone},
-      {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kRelu},
+      // Residual adds (native on AVX2: blocks of elements among the threads, tails off the 8-float
+      // vectors and the 4096-element blocks).
+      {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kNone, "native_add_f32_avx2|xnn_add_nd_f32"},
+      {OpKind::kAdd, {2, 5, 6, 8}, {2, 5, 6, 8}, false, Activation::kRelu, "native_add_f32_avx2|xnn_add_nd_f32"},
+      {OpKind::kAdd, {1, 64, 64, 65}, {1, 64, 64, 65}, false, Activation::kRelu6, "native_add_f32_avx2|xnn_add_nd_f32"},
       // squeeze-excite scale (NCHW; NHWC in the engine)
       {OpKind::kMul, {2, 8, 5, 6}, {2, 8, 1, 1}, false, Activation::kNone, "native_channel_scale_f32_avx2|xnn_multiply_nd_f32"},
       {OpKind::kSub, {3, 4, 7}, {4, 1}, true, Activation::kRelu6},
