@@ -19,6 +19,7 @@
 #include "runtime/kernels/native_math.h"
 #include "runtime/kernels/reference_int8.h"
 #include "runtime/reference.h"
+#include "runtime_test_util.h"
 
 namespace modex {
 namespace {
@@ -28,13 +29,7 @@ using runtime::q8::multiply_by_quantized_multiplier;
 using runtime::q8::quantize_multiplier;
 namespace native = runtime::native;
 
-// Kernels created while one lives use no instruction set beyond `isa` (then every one again).
-struct IsaLimit {
-  explicit IsaLimit(native::Isa isa) { native::set_max_isa(isa); }
-  ~IsaLimit() { native::set_max_isa(native::Isa::kAmx); }
-  IsaLimit(const IsaLimit&) = delete;
-  IsaLimit& operator=(const IsaLimit&) = delete;
-};
+using runtime_test::IsaLimit;
 
 Tensor random_input(const ir::Value& v, uint32_t seed, int64_t batch = -1) {
   Dims dims;
