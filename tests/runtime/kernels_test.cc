@@ -64,18 +64,19 @@ Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f
 }
 
 // The native dense convolution's variants this machine runs: AVX-512 (where it has it; then no
-// other kernel may take the node) and AVX2 (or XNNPACK, without AVX2). The tests run every case
-// on each, under an IsaLimit.
+// other kernel may take the node) and AVX2 (or XNNPACK, without AVX2), with the fewest output
+// pixels Winograd takes on each. The tests run every case on each, under an IsaLimit.
 struct DenseVariant {
   runtime::native::Isa isa;
   std::string kernel, winograd;
+  int64_t min_winograd_pixels;
 };
 std::vector<DenseVariant> dense_variants() {
   std::vector<DenseVariant> v;
   if (runtime::native::isa_enabled(runtime::native::Isa::kAvx512))
-    v.push_back({runtime::native::Isa::kAvx512, "native_conv2d_nhwc_f32_avx512", "native_winograd_f43_avx512"});
+    v.push_back({runtime::native::Isa::kAvx512, "native_conv2d_nhwc_f32_avx512", "native_winograd_f43_avx512", 16 * 16});
   v.push_back({runtime::native::Isa::kAvx2, "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32",
-               "native_winograd_f43|xnn_conv2d_nhwc_f32"});
+               "native_winograd_f43|xnn_conv2d_nhwc_f32", 10 * 10});
   return v;
 }
 
@@ -147,21 +148,22 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
 // activation path (clamp, SiLU in registers, HardSwish as a separate pass). Its transforms round
 // differently from a direct sum (measured here: up to ~1.3e-5 of max |output| at C = 530, ~5e-6
 // below, where the dense kernel stays under 1e-6), hence 1e-4 rather than kF32Tolerance. Small
-// layers (under 10 x 10 output pixels, under 8 channels) must stay on the dense kernel.
+// layers (under 10 x 10 output pixels, with AVX-512 under 16 x 16; under 8 channels) must stay on
+// the dense kernel.
 TEST(NativeKernels, WinogradConvolutionMatchesReference) {
   for (const DenseVariant& variant : dense_variants()) {
     const IsaLimit isa(variant.isa);
     const std::string wino = variant.winograd, dense = variant.kernel;
     std::vector<ConvCase> cases = {
-        {1, 15, 17, 20, 35, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
+        {1, 17, 17, 20, 35, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
         {3, 18, 16, 16, 16, 3, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, wino},
         {1, 20, 19, 33, 24, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu6, true, wino},
         {2, 14, 14, 64, 17, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, false, wino},
-        {1, 16, 15, 24, 40, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kRelu, true, wino},
-        {1, 17, 14, 530, 20, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
-        {3, 13, 16, 40, 48, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, wino},
+        {1, 18, 15, 24, 40, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kRelu, true, wino},
+        {1, 17, 16, 530, 20, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
+        {3, 16, 17, 40, 48, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, wino},
         {1, 16, 16, 24, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kHardSwish, true, wino},
-        {1, 10, 10, 8, 9, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, wino},   // smallest taken
+        {1, 10, 10, 8, 9, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, wino},   // smallest taken (AVX2)
         {2, 7, 7, 64, 64, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},   // 7 x 7 output
         {1, 20, 20, 4, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // C = 4
         {1, 20, 20, 32, 4, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // O = 4
@@ -170,8 +172,10 @@ TEST(NativeKernels, WinogradConvolutionMatchesReference) {
     for (size_t i = 0; i < cases.size(); ++i) {
       SCOPED_TRACE("case " + std::to_string(i) + ", " + variant.winograd);
       const ConvCase& p = cases[i];
+      const int64_t pixels = (p.h + p.pads[0] + p.pads[2] - 2) * (p.w + p.pads[1] + p.pads[3] - 2);
+      const std::string& kernel = p.kernel == wino && pixels < variant.min_winograd_pixels ? dense : p.kernel;
       Graph g = conv_graph(p, rng);
-      expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, p.kernel, i % 2 ? 1 : 2, 1e-4f);
+      expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, kernel, i % 2 ? 1 : 2, 1e-4f);
     }
   }
 }
@@ -192,7 +196,7 @@ TEST(NativeKernels, WinogradRebindsToDenseForSmallShapes) {
       auto names = model->kernel_names();
       ASSERT_EQ(names.size(), 1u);
       if (names[0] != "xnn_conv2d_nhwc_f32") {  // no AVX2: neither native kernel
-        const std::string& want = size >= 10 ? variant.winograd : variant.kernel;
+        const std::string& want = size * size >= variant.min_winograd_pixels ? variant.winograd : variant.kernel;
         EXPECT_EQ(names[0], want.substr(0, want.find('|')));
       }
     }
