@@ -22,7 +22,8 @@ inline constexpr int64_t kMr = 6, kNr = 16;
 // Deepest K block: a 6-row A strip (12 KB) and a 16-column B panel (32 KB) of this depth stay in
 // L1/L2. K is split into equal blocks no deeper than this (576 -> 2 x 288, not 512 + 64), so no
 // block runs a short, overhead-dominated loop. (Measured on resnet18 at 1 thread: 512 and 384 about
-// equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains.)
+// equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains. The AVX-512
+// kernel's panel pairs are 64 KB at this depth, yet 256 was no faster there on resnet18/50.)
 inline constexpr int64_t kKc = 512;
 
 // c[r][0..15] = init[r] + sum_k a[r][k] * b[k][0..15] for r < rows (rows <= 6, a[r] valid for
