@@ -15,12 +15,12 @@
 #include <thread>
 
 #include "int8_test_graphs.h"
-#include "isa_limit.h"
 #include "modex/runtime.h"
 #include "runtime/kernels/kernel.h"
 #include "runtime/kernels/native_math.h"
 #include "runtime/kernels/reference_int8.h"
 #include "runtime/reference.h"
+#include "runtime_test_util.h"
 
 namespace modex {
 namespace {
@@ -29,7 +29,7 @@ using runtime::q8::Multiplier;
 using runtime::q8::multiply_by_quantized_multiplier;
 using runtime::q8::quantize_multiplier;
 namespace native = runtime::native;
-using test::IsaLimit;
+using runtime_test::IsaLimit;
 
 Tensor random_input(const ir::Value& v, uint32_t seed, int64_t batch = -1) {
   Dims dims;

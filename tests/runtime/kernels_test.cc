@@ -7,7 +7,6 @@
 
 #include "ir/graph.h"
 #include "modex/runtime.h"
-#include "isa_limit.h"
 #include "runtime/reference.h"
 #include "runtime_test_util.h"
 
@@ -64,62 +63,82 @@ Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f
   return g;
 }
 
+// The native dense convolution's variants this machine runs: AVX-512 (where it has it; then no
+// other kernel may take the node) and AVX2 (or XNNPACK, without AVX2), with the fewest output
+// pixels Winograd takes on each. The tests run every case on each, under an IsaLimit.
+struct DenseVariant {
+  runtime::native::Isa isa;
+  std::string kernel, winograd;
+  int64_t min_winograd_pixels;
+};
+std::vector<DenseVariant> dense_variants() {
+  std::vector<DenseVariant> v;
+  if (runtime::native::isa_enabled(runtime::native::Isa::kAvx512))
+    v.push_back({runtime::native::Isa::kAvx512, "native_conv2d_nhwc_f32_avx512", "native_winograd_f43_avx512", 16 * 16});
+  v.push_back({runtime::native::Isa::kAvx2, "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32",
+               "native_winograd_f43|xnn_conv2d_nhwc_f32", 10 * 10});
+  return v;
+}
+
 TEST(XnnKernels, ConvolutionMatchesReference) {
-  const std::string dense = "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32", conv = "xnn_conv2d_nhwc_f32",
-                    dw = "native_dwconv2d_nhwc_f32_avx512|native_dwconv2d_nhwc_f32_avx2|xnn_dwconv2d_nhwc_f32", xnn_dw = "xnn_dwconv2d_nhwc_f32";
-  std::vector<ConvCase> cases = {
-      {1, 9, 11, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
-      {2, 10, 9, 8, 12, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},   // asymmetric pads
-      {1, 7, 7, 16, 24, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, false, dense},  // 1x1, no bias
-      {1, 13, 12, 4, 8, 5, 1, {4, 4, 4, 4}, 2, 1, Activation::kNone, true, dense},    // dilation
-      {1, 23, 21, 3, 16, 7, 2, {3, 3, 3, 3}, 1, 1, Activation::kRelu, true, dense},   // ResNet stem
-      {2, 8, 8, 16, 32, 3, 1, {1, 1, 1, 1}, 1, 4, Activation::kHardSwish, true, conv},  // grouped
-      {1, 12, 10, 16, 16, 3, 2, {1, 1, 1, 1}, 1, 16, Activation::kRelu6, true, dw},     // depthwise
-      {1, 11, 11, 24, 24, 5, 1, {2, 2, 2, 2}, 1, 24, Activation::kSilu, true, dw},      // depthwise 5x5
-      {1, 9, 9, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kSigmoid, true, conv},     // multiplier 2
-      {3, 6, 5, 32, 8, 3, 1, {1, 0, 1, 2}, 1, 1, Activation::kSilu, true, dense},
-      {1, 1, 1, 16, 4, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kSilu, true, dense},  // squeeze-excite 1x1
-      {2, 15, 13, 40, 37, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, dense},  // 1x1 direct, row/col tails
-      {1, 9, 8, 300, 21, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},   // long K: small row blocks
-      {1, 16, 16, 24, 40, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, false, dense},  // 1x1 stride 2
-      // Few output pixels, long K (ResNet layer4): at 2 threads the output channels are split and
-      // the rows gathered once into a shared buffer.
-      {1, 5, 5, 64, 72, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},
-      {1, 4, 3, 130, 50, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
-      {1, 3, 3, 96, 136, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, true, dense},  // 1x1 direct, split
-      {2, 7, 7, 512, 40, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, false, dense},
-      // Indirect A (kernel rows read in place, border windows gathered): odd sizes, asymmetric
-      // pads, stride 2, a kernel row split into two K blocks (5 x 120 = 600), 1x1 stride 2.
-      {2, 9, 8, 32, 20, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},
-      {1, 6, 7, 120, 18, 5, 1, {2, 2, 2, 2}, 1, 1, Activation::kNone, true, dense},
-      {1, 10, 10, 64, 16, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
-      {3, 5, 6, 64, 33, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kSilu, true, dense},
-      // Padded (kernel rows read from a zero-padded copy of the input): the 3x3 and 7x7 stems over
-      // 3 channels (fixed 9- and 21-float rows), windows stopping short of the last input row and
-      // column, pads wider than the stride, a 5-channel input, O off the 16-column panels.
-      {2, 17, 15, 3, 32, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, dense},
-      {1, 20, 18, 3, 64, 7, 2, {3, 2, 2, 3}, 1, 1, Activation::kRelu, true, dense},
-      {1, 10, 11, 5, 20, 3, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
-      {1, 6, 6, 3, 8, 3, 2, {2, 2, 2, 2}, 1, 1, Activation::kRelu6, true, dense},
-      {2, 9, 7, 3, 24, 7, 1, {3, 3, 3, 3}, 1, 1, Activation::kNone, false, dense},
-      // Depthwise (native for channels in multiples of 8, unit dilation): blocks of four interior
-      // pixels and the rest, borders on both sides, all-border tiny inputs, stride 2 with
-      // asymmetric pads, a 7-wide kernel (the generic path), activations fused or after.
-      {1, 7, 7, 40, 40, 5, 2, {2, 2, 2, 2}, 1, 40, Activation::kNone, false, dw},  // 2 threads: channel groups
-      {2, 9, 13, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 32, Activation::kSilu, true, dw},
-      {1, 3, 2, 8, 8, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kRelu, true, dw},
-      {1, 15, 17, 16, 16, 3, 2, {0, 1, 1, 0}, 1, 16, Activation::kSigmoid, true, dw},
-      {1, 6, 9, 8, 8, 7, 1, {3, 3, 3, 3}, 1, 8, Activation::kHardSwish, true, dw},
-      {1, 14, 14, 24, 24, 5, 1, {2, 2, 2, 2}, 1, 24, Activation::kRelu6, true, dw},
-      {1, 10, 10, 12, 12, 3, 1, {1, 1, 1, 1}, 1, 12, Activation::kRelu6, true, xnn_dw},  // 12 channels
-      {1, 10, 10, 16, 16, 3, 1, {2, 2, 2, 2}, 2, 16, Activation::kNone, true, xnn_dw},   // dilation 2
-  };
-  std::mt19937 rng(1);
-  for (size_t i = 0; i < cases.size(); ++i) {
-    SCOPED_TRACE("case " + std::to_string(i));
-    const ConvCase& p = cases[i];
-    Graph g = conv_graph(p, rng);
-    expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, p.kernel, i % 2 ? 1 : 2);
+  for (const DenseVariant& variant : dense_variants()) {
+    const IsaLimit isa(variant.isa);
+    const std::string dense = variant.kernel, conv = "xnn_conv2d_nhwc_f32",
+                      dw = "native_dwconv2d_nhwc_f32_avx512|native_dwconv2d_nhwc_f32_avx2|xnn_dwconv2d_nhwc_f32", xnn_dw = "xnn_dwconv2d_nhwc_f32";
+    std::vector<ConvCase> cases = {
+        {1, 9, 11, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
+        {2, 10, 9, 8, 12, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},   // asymmetric pads
+        {1, 7, 7, 16, 24, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, false, dense},  // 1x1, no bias
+        {1, 13, 12, 4, 8, 5, 1, {4, 4, 4, 4}, 2, 1, Activation::kNone, true, dense},    // dilation
+        {1, 23, 21, 3, 16, 7, 2, {3, 3, 3, 3}, 1, 1, Activation::kRelu, true, dense},   // ResNet stem
+        {2, 8, 8, 16, 32, 3, 1, {1, 1, 1, 1}, 1, 4, Activation::kHardSwish, true, conv},  // grouped
+        {1, 12, 10, 16, 16, 3, 2, {1, 1, 1, 1}, 1, 16, Activation::kRelu6, true, dw},     // depthwise
+        {1, 11, 11, 24, 24, 5, 1, {2, 2, 2, 2}, 1, 24, Activation::kSilu, true, dw},      // depthwise 5x5
+        {1, 9, 9, 8, 16, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kSigmoid, true, conv},     // multiplier 2
+        {3, 6, 5, 32, 8, 3, 1, {1, 0, 1, 2}, 1, 1, Activation::kSilu, true, dense},
+        {1, 1, 1, 16, 4, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kSilu, true, dense},  // squeeze-excite 1x1
+        {2, 15, 13, 40, 37, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, dense},  // 1x1 direct, row/col tails
+        {1, 9, 8, 300, 21, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},   // long K: small row blocks
+        {1, 16, 16, 24, 40, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, false, dense},  // 1x1 stride 2
+        // Few output pixels, long K (ResNet layer4): at 2 threads the output channels are split and
+        // the rows gathered once into a shared buffer.
+        {1, 5, 5, 64, 72, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},
+        {1, 4, 3, 130, 50, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
+        {1, 3, 3, 96, 136, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, true, dense},  // 1x1 direct, split
+        {2, 7, 7, 512, 40, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, false, dense},
+        // Indirect A (kernel rows read in place, border windows gathered): odd sizes, asymmetric
+        // pads, stride 2, a kernel row split into two K blocks (5 x 120 = 600), 1x1 stride 2.
+        {2, 9, 8, 32, 20, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},
+        {1, 6, 7, 120, 18, 5, 1, {2, 2, 2, 2}, 1, 1, Activation::kNone, true, dense},
+        {1, 10, 10, 64, 16, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
+        {3, 5, 6, 64, 33, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kSilu, true, dense},
+        // Padded (kernel rows read from a zero-padded copy of the input): the 3x3 and 7x7 stems over
+        // 3 channels (fixed 9- and 21-float rows), windows stopping short of the last input row and
+        // column, pads wider than the stride, a 5-channel input, O off the 16-column panels.
+        {2, 17, 15, 3, 32, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, dense},
+        {1, 20, 18, 3, 64, 7, 2, {3, 2, 2, 3}, 1, 1, Activation::kRelu, true, dense},
+        {1, 10, 11, 5, 20, 3, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
+        {1, 6, 6, 3, 8, 3, 2, {2, 2, 2, 2}, 1, 1, Activation::kRelu6, true, dense},
+        {2, 9, 7, 3, 24, 7, 1, {3, 3, 3, 3}, 1, 1, Activation::kNone, false, dense},
+        // Depthwise (native for channels in multiples of 8, unit dilation): blocks of four interior
+        // pixels and the rest, borders on both sides, all-border tiny inputs, stride 2 with
+        // asymmetric pads, a 7-wide kernel (the generic path), activations fused or after.
+        {1, 7, 7, 40, 40, 5, 2, {2, 2, 2, 2}, 1, 40, Activation::kNone, false, dw},  // 2 threads: channel groups
+        {2, 9, 13, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 32, Activation::kSilu, true, dw},
+        {1, 3, 2, 8, 8, 3, 1, {1, 1, 1, 1}, 1, 8, Activation::kRelu, true, dw},
+        {1, 15, 17, 16, 16, 3, 2, {0, 1, 1, 0}, 1, 16, Activation::kSigmoid, true, dw},
+        {1, 6, 9, 8, 8, 7, 1, {3, 3, 3, 3}, 1, 8, Activation::kHardSwish, true, dw},
+        {1, 14, 14, 24, 24, 5, 1, {2, 2, 2, 2}, 1, 24, Activation::kRelu6, true, dw},
+        {1, 10, 10, 12, 12, 3, 1, {1, 1, 1, 1}, 1, 12, Activation::kRelu6, true, xnn_dw},  // 12 channels
+        {1, 10, 10, 16, 16, 3, 1, {2, 2, 2, 2}, 2, 16, Activation::kNone, true, xnn_dw},   // dilation 2
+    };
+    std::mt19937 rng(1);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE("case " + std::to_string(i) + ", " + variant.kernel);
+      const ConvCase& p = cases[i];
+      Graph g = conv_graph(p, rng);
+      expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, p.kernel, i % 2 ? 1 : 2);
+    }
   }
 }
 
@@ -140,7 +159,7 @@ TEST(NativeKernels, DepthwiseMatchesReferenceOnEachIsa) {
   for (runtime::native::Isa isa : {runtime::native::Isa::kAvx512, runtime::native::Isa::kAvx2}) {
     const bool wide = isa == runtime::native::Isa::kAvx512;
     if (wide && !runtime::native::isa_enabled(isa)) continue;
-    const test::IsaLimit limit(isa);
+    const IsaLimit limit(isa);
     std::mt19937 rng(3);
     for (size_t i = 0; i < cases.size(); ++i) {
       SCOPED_TRACE("case " + std::to_string(i) + (wide ? " (AVX-512)" : " (AVX2)"));
@@ -159,48 +178,57 @@ TEST(NativeKernels, DepthwiseMatchesReferenceOnEachIsa) {
 // activation path (clamp, SiLU in registers, HardSwish as a separate pass). Its transforms round
 // differently from a direct sum (measured here: up to ~1.3e-5 of max |output| at C = 530, ~5e-6
 // below, where the dense kernel stays under 1e-6), hence 1e-4 rather than kF32Tolerance. Small
-// layers (under 10 x 10 output pixels, under 8 channels) must stay on the dense kernel.
+// layers (under 10 x 10 output pixels, with AVX-512 under 16 x 16; under 8 channels) must stay on
+// the dense kernel.
 TEST(NativeKernels, WinogradConvolutionMatchesReference) {
-  const std::string wino = "native_winograd_f43|xnn_conv2d_nhwc_f32",
-                    dense = "native_conv2d_nhwc_f32_avx2|xnn_conv2d_nhwc_f32";
-  std::vector<ConvCase> cases = {
-      {1, 15, 17, 20, 35, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
-      {3, 18, 16, 16, 16, 3, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, wino},
-      {1, 20, 19, 33, 24, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu6, true, wino},
-      {2, 14, 14, 64, 17, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, false, wino},
-      {1, 16, 15, 24, 40, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kRelu, true, wino},
-      {1, 17, 14, 530, 20, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
-      {3, 13, 16, 40, 48, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, wino},
-      {1, 16, 16, 24, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kHardSwish, true, wino},
-      {1, 10, 10, 8, 9, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, wino},   // smallest taken
-      {2, 7, 7, 64, 64, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},   // 7 x 7 output
-      {1, 20, 20, 4, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // C = 4
-      {1, 20, 20, 32, 4, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // O = 4
-  };
-  std::mt19937 rng(5);
-  for (size_t i = 0; i < cases.size(); ++i) {
-    SCOPED_TRACE("case " + std::to_string(i));
-    const ConvCase& p = cases[i];
-    Graph g = conv_graph(p, rng);
-    expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, p.kernel, i % 2 ? 1 : 2, 1e-4f);
+  for (const DenseVariant& variant : dense_variants()) {
+    const IsaLimit isa(variant.isa);
+    const std::string wino = variant.winograd, dense = variant.kernel;
+    std::vector<ConvCase> cases = {
+        {1, 17, 17, 20, 35, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
+        {3, 18, 16, 16, 16, 3, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, wino},
+        {1, 20, 19, 33, 24, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu6, true, wino},
+        {2, 14, 14, 64, 17, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, false, wino},
+        {1, 18, 15, 24, 40, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kRelu, true, wino},
+        {1, 17, 16, 530, 20, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino},
+        {3, 16, 17, 40, 48, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, wino},
+        {1, 16, 16, 24, 16, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kHardSwish, true, wino},
+        {1, 10, 10, 8, 9, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, wino},   // smallest taken (AVX2)
+        {2, 7, 7, 64, 64, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},   // 7 x 7 output
+        {1, 20, 20, 4, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // C = 4
+        {1, 20, 20, 32, 4, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},  // O = 4
+    };
+    std::mt19937 rng(5);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE("case " + std::to_string(i) + ", " + variant.winograd);
+      const ConvCase& p = cases[i];
+      const int64_t pixels = (p.h + p.pads[0] + p.pads[2] - 2) * (p.w + p.pads[1] + p.pads[3] - 2);
+      const std::string& kernel = p.kernel == wino && pixels < variant.min_winograd_pixels ? dense : p.kernel;
+      Graph g = conv_graph(p, rng);
+      expect_matches_reference(g, {random_tensor({p.n, p.h, p.w, p.c}, rng)}, kernel, i % 2 ? 1 : 2, 1e-4f);
+    }
   }
 }
 
 // The declared shape is dynamic, so the kernel decides per bound shape: a small input after a
 // large one runs on the dense kernel it creates then, and a large one again on Winograd.
 TEST(NativeKernels, WinogradRebindsToDenseForSmallShapes) {
-  std::mt19937 rng(6);
-  ConvCase p{1, 16, 16, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, ""};
-  Graph g = conv_graph(p, rng);
-  auto model = Model::from_graph(g, {.threads = 2});
-  for (int64_t size : {16, 6, 20}) {
-    SCOPED_TRACE("size " + std::to_string(size));
-    Tensor x = random_tensor({1, size, size, 32}, rng);
-    EXPECT_TRUE(close(runtime::run_reference(g, {x})[0], model->run({x})[0], 1e-4f));
-    auto names = model->kernel_names();
-    ASSERT_EQ(names.size(), 1u);
-    if (names[0] != "xnn_conv2d_nhwc_f32") {  // no AVX2: neither native kernel
-      EXPECT_EQ(names[0], size >= 10 ? "native_winograd_f43" : "native_conv2d_nhwc_f32_avx2");
+  for (const DenseVariant& variant : dense_variants()) {
+    const IsaLimit isa(variant.isa);
+    std::mt19937 rng(6);
+    ConvCase p{1, 16, 16, 32, 32, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, ""};
+    Graph g = conv_graph(p, rng);
+    auto model = Model::from_graph(g, {.threads = 2});
+    for (int64_t size : {16, 6, 20}) {
+      SCOPED_TRACE("size " + std::to_string(size) + ", " + variant.kernel);
+      Tensor x = random_tensor({1, size, size, 32}, rng);
+      EXPECT_TRUE(close(runtime::run_reference(g, {x})[0], model->run({x})[0], 1e-4f));
+      auto names = model->kernel_names();
+      ASSERT_EQ(names.size(), 1u);
+      if (names[0] != "xnn_conv2d_nhwc_f32") {  // no AVX2: neither native kernel
+        const std::string& want = size * size >= variant.min_winograd_pixels ? variant.winograd : variant.kernel;
+        EXPECT_EQ(names[0], want.substr(0, want.find('|')));
+      }
     }
   }
 }

@@ -10,8 +10,18 @@
 #include <sstream>
 
 #include "core/tensor.h"
+#include "runtime/kernels/native_math.h"
 
 namespace modex::runtime_test {
+
+// Kernels created while one lives use no instruction set beyond `isa` (then every one again), so
+// that tests run each variant the machine has.
+struct IsaLimit {
+  explicit IsaLimit(runtime::native::Isa isa) { runtime::native::set_max_isa(isa); }
+  ~IsaLimit() { runtime::native::set_max_isa(runtime::native::Isa::kAmx); }
+  IsaLimit(const IsaLimit&) = delete;
+  IsaLimit& operator=(const IsaLimit&) = delete;
+};
 
 // f32 results of different kernels: max |a - b| within this fraction of max(1, max |reference|).
 inline constexpr float kF32Tolerance = 1e-5f;

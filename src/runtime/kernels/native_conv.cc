@@ -1,4 +1,5 @@
-// Dense (groups = 1) NHWC convolution as an implicit GEMM with an AVX2/FMA 6x16 micro-kernel.
+// Dense (groups = 1) NHWC convolution as an implicit GEMM with an AVX2/FMA 6x16 micro-kernel, or
+// where the CPU has AVX-512 (and no limit excludes it) an AVX-512 6x32 one over panel pairs.
 //
 // Why not XNNPACK here: Debian's libXNNPACK (0.0~git20220216) is compiled so that its f32 5x16
 // FMA3 igemm micro-kernel keeps one accumulator on the stack (a store-to-load dependency in the
@@ -134,8 +135,9 @@ using native::cpu_has_avx2_fma;
 using native::kKc;
 using native::kMr;
 using native::kNr;
-using native::micro_kernel_6x16;
 using native::next_panel_share;
+using native::panel_step;
+using native::PanelStep;
 using native::parallel;
 using native::Prefetch;
 
@@ -154,7 +156,8 @@ constexpr int64_t kGatherRows = 8;
 
 class NativeConv final : public Kernel {
  public:
-  NativeConv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C) : attrs_(a), C_(C) {
+  NativeConv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C)
+      : attrs_(a), C_(C), avx512_(native::isa_enabled(native::Isa::kAvx512)) {
     O_ = w.dim(0);
     K_ = a.kernel[0] * a.kernel[1] * C;
     int64_t k_blocks = (K_ + kKc - 1) / kKc;
@@ -198,7 +201,9 @@ class NativeConv final : public Kernel {
     silu_ = a.activation == ir::Activation::kSilu;
     if (!silu_) post_.init(a.activation);
   }
-  std::string_view name() const override { return "native_conv2d_nhwc_f32_avx2"; }
+  std::string_view name() const override {
+    return avx512_ ? "native_conv2d_nhwc_f32_avx512" : "native_conv2d_nhwc_f32_avx2";
+  }
 
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
@@ -227,6 +232,7 @@ class NativeConv final : public Kernel {
       }
     }
     panels_per_group_ = (panels_ + col_groups_ - 1) / col_groups_;
+    if (avx512_) panels_per_group_ += panels_per_group_ % 2;  // whole pairs for the 6x32 kernel
     col_groups_ = (panels_ + panels_per_group_ - 1) / panels_per_group_;
     row_blocks_ = row_blocks;
     blocks_ = row_blocks_ * col_groups_;
@@ -354,18 +360,18 @@ class NativeConv final : public Kernel {
     for (int64_t k0 = 0; k0 < K_; k0 += kc_) {
       int64_t kc = std::min(kc_, K_ - k0);
       bool last = k0 + kc == K_;
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        int64_t cols = std::min(kNr, O_ - p * kNr);
-        auto* kernel = cols > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
+      for (int64_t p = p_begin; p < p_end;) {
+        const PanelStep step = panel_step(avx512_, p, p_end, O_);
         const float* b = packed + k0 * panels_ * kNr + p * kc * kNr;
         for (int64_t r = 0; r < rows; r += kMr) {
           int64_t mr = std::min(kMr, rows - r);
           const float* rowp[kMr];
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
-          Prefetch pf = next_panel_share(b, kc, r, rows);
-          kernel(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, cols, last, lo_, hi_,
-                 silu_, pf.at, pf.lines, 1, 0);
+          Prefetch pf = next_panel_share(b, kc * step.panels, r, rows);
+          step.kernel(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
+                      lo_, hi_, silu_, pf.at, pf.lines, 1, 0);
         }
+        p += step.panels;
       }
     }
   }
@@ -377,20 +383,20 @@ class NativeConv final : public Kernel {
     windows.resize(static_cast<size_t>(rows));
     padded_windows(m0, rows, windows.data());
     const int64_t row_len = attrs_.kernel[1] * C_, row_stride = Wp_ * C_;
-    for (int64_t p = p_begin; p < p_end; ++p) {
-      int64_t cols = std::min(kNr, O_ - p * kNr);
-      auto* kernel = cols > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
-      if (cols > 8 && row_len == 9) kernel = micro_kernel_6x16<true, 9>;
-      if (cols > 8 && row_len == 21) kernel = micro_kernel_6x16<true, 21>;
+    for (int64_t p = p_begin; p < p_end;) {
+      const PanelStep step = row_len == 9    ? panel_step<9>(avx512_, p, p_end, O_)
+                             : row_len == 21 ? panel_step<21>(avx512_, p, p_end, O_)
+                                             : panel_step(avx512_, p, p_end, O_);
       const float* b = packed + p * K_ * kNr;
       for (int64_t r = 0; r < rows; r += kMr) {
         int64_t mr = std::min(kMr, rows - r);
         const float* rowp[kMr];
         for (int64_t i = 0; i < kMr; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
-        Prefetch pf = next_panel_share(b, K_, r, rows);
-        kernel(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, cols, true, lo_, hi_,
-               silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
+        Prefetch pf = next_panel_share(b, K_ * step.panels, r, rows);
+        step.kernel(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, step.cols, true,
+                    lo_, hi_, silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
       }
+      p += step.panels;
     }
   }
 
@@ -434,18 +440,18 @@ class NativeConv final : public Kernel {
     for (int64_t kb = 0; kb < k_blocks; ++kb) {
       int64_t k0 = kb * kc_;
       bool last = kb + 1 == k_blocks;
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        int64_t cols = std::min(kNr, O_ - p * kNr);
-        auto* kernel = cols > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
+      for (int64_t p = p_begin; p < p_end;) {
+        const PanelStep step = panel_step(avx512_, p, p_end, O_);
         const float* b = packed + k0 * panels_ * kNr + p * kc_ * kNr;
         for (int64_t r = 0; r < rows; r += kMr) {
           int64_t mr = std::min(kMr, rows - r);
           const float* rowp[kMr];
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
-          Prefetch pf = next_panel_share(b, kc_, r, rows);
-          kernel(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, cols, last, lo_, hi_,
-                 silu_, pf.at, pf.lines, 1, 0);
+          Prefetch pf = next_panel_share(b, kc_ * step.panels, r, rows);
+          step.kernel(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
+                      lo_, hi_, silu_, pf.at, pf.lines, 1, 0);
         }
+        p += step.panels;
       }
     }
   }
@@ -453,6 +459,7 @@ class NativeConv final : public Kernel {
   ir::ConvAttrs attrs_;
   int64_t C_, O_ = 0, K_ = 0, kc_ = 1, panels_ = 0, segment_ = 0;
   bool indirect_ = false, padded_ = false;
+  bool avx512_;  // the 6x32 AVX-512 micro-kernel over panel pairs, else the AVX2 6x16 one
   std::shared_ptr<Buffer> packed_;
   std::vector<float> bias_;
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;

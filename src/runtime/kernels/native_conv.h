@@ -1,7 +1,8 @@
 // The dense convolution's GEMM pieces, shared with the Winograd kernel (native_winograd.cc): the
-// AVX2/FMA 6x16 micro-kernel, its blocking constants and B-panel prefetch, and the factories of
-// both kernels.
-// Callers must check the CPU (native::cpu_has_avx2_fma) before calling the micro-kernel.
+// AVX2/FMA 6x16 and AVX-512 6x32 micro-kernels, their blocking constants and B-panel prefetch,
+// the choice of kernel per panel step, and the factories of both kernels.
+// Callers must check the CPU (native::cpu_has_avx2_fma, native::isa_enabled(Isa::kAvx512)) before
+// calling a micro-kernel.
 #pragma once
 
 #include "runtime/kernels/simd.h"
@@ -21,7 +22,8 @@ inline constexpr int64_t kMr = 6, kNr = 16;
 // Deepest K block: a 6-row A strip (12 KB) and a 16-column B panel (32 KB) of this depth stay in
 // L1/L2. K is split into equal blocks no deeper than this (576 -> 2 x 288, not 512 + 64), so no
 // block runs a short, overhead-dominated loop. (Measured on resnet18 at 1 thread: 512 and 384 about
-// equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains.)
+// equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains. The AVX-512
+// kernel's panel pairs are 64 KB at this depth, yet 256 was no faster there on resnet18/50.)
 inline constexpr int64_t kKc = 512;
 
 // c[r][0..15] = init[r] + sum_k a[r][k] * b[k][0..15] for r < rows (rows <= 6, a[r] valid for
@@ -118,16 +120,100 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
   }
 }
 
-// The strip starting at row r prefetches its share of the packed B panel after b (the next
-// panel, or the next K block's first: the layout is contiguous in that order), so that the
-// strips of one panel together fetch the next one. Prefetching past the end cannot fault.
+// The AVX-512 micro-kernel: micro_kernel_6x16's contract over kPanels (1 or 2) adjacent 16-column
+// panels, one zmm per row and panel (12 accumulators for two). Panel j's rows start at
+// b + j * segments * K * 16 (the packed layout puts a K block's panels one after the other), and
+// pf_lines counts 16-float lines (kPanels per k). Why two panels: each broadcast A value then
+// feeds two FMAs, so the loads stay well under the two FMA ports' rate; columns past `cols`
+// (a partial last panel) are masked out of the loads and stores.
+template <int kPanels, int kFixedK = 0>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_kernel_avx512(
+    int64_t K, const float* const* a, const float* b, const float* bias, bool accumulate, float* c, int64_t ldc,
+    int64_t rows, int64_t cols, bool last, float lo, float hi, bool silu, const float* pf, int64_t pf_lines,
+    int64_t segments = 1, int64_t segment_stride = 0) {
+  if constexpr (kFixedK > 0) K = kFixedK;
+  const int64_t panel_stride = segments * K * kNr;
+  __mmask16 mask[kPanels];
+  for (int j = 0; j < kPanels; ++j)
+    mask[j] = static_cast<__mmask16>((1u << std::clamp<int64_t>(cols - j * kNr, 0, kNr)) - 1);
+  __m512 acc[kMr][kPanels];
+#pragma GCC unroll 6
+  for (int r = 0; r < kMr; ++r) {
+#pragma GCC unroll 2
+    for (int j = 0; j < kPanels; ++j)
+      acc[r][j] = !accumulate ? _mm512_loadu_ps(bias + j * kNr)
+                  : r < rows  ? _mm512_maskz_loadu_ps(mask[j], c + r * ldc + j * kNr)
+                              : _mm512_setzero_ps();
+  }
+  const float* ar[kMr];
+  for (int r = 0; r < kMr; ++r) ar[r] = a[r];
+  for (int64_t s = 0; s < segments; ++s) {
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < K; ++k) {
+      if (k * kPanels < pf_lines) {
+        for (int j = 0; j < kPanels; ++j)
+          _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T0);
+      }
+      __m512 bv[kPanels];
+      for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + j * panel_stride + k * kNr);
+#pragma GCC unroll 6
+      for (int r = 0; r < kMr; ++r) {
+        const __m512 v = _mm512_set1_ps(ar[r][k]);
+        for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(v, bv[j], acc[r][j]);
+      }
+    }
+    b += K * kNr;
+    pf += K * kNr * kPanels;
+    pf_lines -= K * kPanels;
+    for (int r = 0; r < kMr; ++r) ar[r] += segment_stride;
+  }
+  if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  // Constant indices (the loop unrolled), so that the accumulators stay in registers.
+#pragma GCC unroll 6
+  for (int r = 0; r < kMr; ++r) {
+    if (r == rows) break;
+    for (int j = 0; j < kPanels; ++j) {
+      __m512 y = _mm512_min_ps(_mm512_max_ps(acc[r][j], vlo), vhi);
+      if (silu && last) y = silu_avx512(y);
+      _mm512_mask_storeu_ps(c + r * ldc + j * kNr, mask[j], y);
+    }
+  }
+}
+
+using MicroKernel = void (*)(int64_t K, const float* const* a, const float* b, const float* bias, bool accumulate,
+                             float* c, int64_t ldc, int64_t rows, int64_t cols, bool last, float lo, float hi,
+                             bool silu, const float* pf, int64_t pf_lines, int64_t segments, int64_t segment_stride);
+
+// One step of a GEMM over the panels [p, end): the micro-kernel, how many panels it covers and
+// their real columns (of O). AVX-512 takes panel pairs (a single one last when the count is odd);
+// AVX2 one panel, its narrow variant when at most 8 columns are real.
+struct PanelStep {
+  MicroKernel kernel;
+  int64_t panels, cols;
+};
+template <int kFixedK = 0>
+PanelStep panel_step(bool avx512, int64_t p, int64_t end, int64_t O) {
+  if (avx512) {
+    const int64_t panels = std::min<int64_t>(2, end - p);
+    return {panels == 2 ? micro_kernel_avx512<2, kFixedK> : micro_kernel_avx512<1, kFixedK>, panels,
+            std::min(panels * kNr, O - p * kNr)};
+  }
+  const int64_t cols = std::min(kNr, O - p * kNr);
+  return {cols > 8 ? micro_kernel_6x16<true, kFixedK> : micro_kernel_6x16<false, kFixedK>, 1, cols};
+}
+
+// The strip starting at row r prefetches its share of the packed B after the `span` rows at b
+// (span = kc times the step's panels: the next step's panels, or the next K block's first: the
+// layout is contiguous in that order), so that the strips of one step together fetch the next
+// one. Prefetching past the end cannot fault.
 struct Prefetch {
   const float* at;
   int64_t lines;
 };
-inline Prefetch next_panel_share(const float* b, int64_t kc, int64_t r, int64_t rows) {
-  int64_t strips = (rows + kMr - 1) / kMr, share = (kc + strips - 1) / strips, first = r / kMr * share;
-  return {b + (kc + first) * kNr, std::clamp<int64_t>(kc - first, 0, share)};
+inline Prefetch next_panel_share(const float* b, int64_t span, int64_t r, int64_t rows) {
+  int64_t strips = (rows + kMr - 1) / kMr, share = (span + strips - 1) / strips, first = r / kMr * share;
+  return {b + (span + first) * kNr, std::clamp<int64_t>(span - first, 0, share)};
 }
 
 // The dense NHWC convolution (native_conv.cc) for a node the caller has already checked (groups 1,

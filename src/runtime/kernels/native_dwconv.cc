@@ -77,10 +77,7 @@ inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 inline V vzero() { return _mm512_setzero_ps(); }
 inline V vfinish(V v, const Epilogue& e) {
   v = _mm512_min_ps(_mm512_max_ps(v, e.lo), e.hi);
-  if (!e.silu) return v;
-  // SiLU per 8-float half (the AVX2 code's polynomial, so both variants give the same floats).
-  const __m256 a = native::silu_avx2(_mm512_castps512_ps256(v)), b = native::silu_avx2(_mm512_extractf32x8_ps(v, 1));
-  return _mm512_insertf32x8(_mm512_castps256_ps512(a), b, 1);
+  return e.silu ? native::silu_avx512(v) : v;
 }
 #include "runtime/kernels/native_dwconv_row.inc"
 #pragma GCC pop_options

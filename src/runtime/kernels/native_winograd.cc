@@ -5,7 +5,7 @@
 // the 6x6 input tile d around it; summed over input channels, the element-wise product becomes 36
 // independent GEMMs [tiles x C] · [C x O], one per position of the 6x6 transform: 36 multiplies per
 // 16 outputs and channel pair instead of 144. U = G g G^T is computed once (in double) and packed
-// like the dense kernel's B, so the GEMMs run on its 6x16 micro-kernel.
+// like the dense kernel's B, so the GEMMs run on its micro-kernels (AVX2 6x16 or AVX-512 6x32).
 //
 // Per run, three parallel phases through scratch the kernel holds for its bound shape: the input
 // transform of every tile of the zero-padded input into V [36][tiles][C], the GEMMs into
@@ -35,8 +35,9 @@ namespace {
 using native::kKc;
 using native::kMr;
 using native::kNr;
-using native::micro_kernel_6x16;
 using native::next_panel_share;
+using native::panel_step;
+using native::PanelStep;
 using native::parallel;
 using native::Prefetch;
 
@@ -49,8 +50,15 @@ constexpr int64_t kTile = 4, kIn = 6, kPositions = kIn * kIn;
 // empty), so fewer than 8 channels also stay on the dense kernel.
 constexpr int64_t kMinChannels = 8;
 constexpr int64_t kMinOutputPixels = 10 * 10;
+// With AVX-512 the dense kernel gains more than Winograd, whose transforms stay AVX2 and whose
+// GEMMs get few rows at small sizes. Measured on ResNet-18/50 at 1 thread, Winograd against the
+// dense kernel both on AVX-512: 14x14 at 256 channels 2.3-2.9 vs 2.0-2.3 ms (dense wins), 28x28 at
+// 128 channels 1.2-1.7 vs 1.7-2.0 ms, 56x56 at 64 channels about equal.
+constexpr int64_t kMinOutputPixelsAvx512 = 16 * 16;
 
-bool kernel_pays(int64_t OH, int64_t OW) { return OH * OW >= kMinOutputPixels; }
+bool kernel_pays(int64_t OH, int64_t OW, bool avx512) {
+  return OH * OW >= (avx512 ? kMinOutputPixelsAvx512 : kMinOutputPixels);
+}
 
 // G for the points 0, 1, -1, 2, -2 and infinity (U = G g G^T, 6x6 from 3x3).
 constexpr double kG[kIn][3] = {{1.0 / 4, 0, 0},
@@ -97,7 +105,7 @@ __attribute__((target("avx2"))) inline __m256i lane_mask(int64_t n) {
 class WinogradConv final : public Kernel {
  public:
   WinogradConv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C)
-      : attrs_(a), w_(w), C_(C), O_(w.dim(0)) {
+      : attrs_(a), w_(w), C_(C), O_(w.dim(0)), avx512_(native::isa_enabled(native::Isa::kAvx512)) {
     if (b) b_ = *b;
     int64_t k_blocks = (C_ + kKc - 1) / kKc;
     kc_ = (C_ + k_blocks - 1) / k_blocks;
@@ -136,7 +144,7 @@ class WinogradConv final : public Kernel {
   }
 
   std::string_view name() const override {
-    return dense_active_ ? dense_->name() : "native_winograd_f43";
+    return dense_active_ ? dense_->name() : avx512_ ? "native_winograd_f43_avx512" : "native_winograd_f43";
   }
 
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
@@ -147,7 +155,7 @@ class WinogradConv final : public Kernel {
     W_ = x_.dim(2);
     OH_ = y_.dim(1);
     OW_ = y_.dim(2);
-    dense_active_ = !kernel_pays(OH_, OW_);
+    dense_active_ = !kernel_pays(OH_, OW_, avx512_);
     if (dense_active_) {
       if (!dense_) dense_ = native::make_dense_conv(attrs_, w_, b_.defined() ? &b_ : nullptr, C_);
       dense_->setup(in, out, ctx);
@@ -231,13 +239,13 @@ class WinogradConv final : public Kernel {
     const float* a = v_.data() + (pos * tiles_ + m0) * ldv_;
     const float* u = reinterpret_cast<const float*>(packed_->data()) + pos * C_ * ldm_;
     float* c = m_.data() + (pos * tiles_ + m0) * ldm_;
-    static const float kZeros[kNr] = {};
+    static const float kZeros[2 * kNr] = {};
     for (int64_t k0 = 0; k0 < C_; k0 += kc_) {
       int64_t kc = std::min(kc_, C_ - k0);
-      for (int64_t p = 0; p < panels_; ++p) {
+      for (int64_t p = 0; p < panels_;) {
         // M's rows are whole panels wide: the last panel's padding columns take the discarded
-        // sums, and a panel of at most 8 real columns computes only those.
-        auto* kernel = O_ - p * kNr > 8 ? micro_kernel_6x16<true> : micro_kernel_6x16<false>;
+        // sums, and (AVX2) a panel of at most 8 real columns computes only those.
+        const PanelStep step = panel_step(avx512_, p, panels_, O_);
         const float* b = u + k0 * ldm_ + p * kc * kNr;
         for (int64_t r = 0; r < rows; r += kMr) {
           int64_t mr = std::min(kMr, rows - r);
@@ -245,10 +253,11 @@ class WinogradConv final : public Kernel {
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * ldv_ + k0;
           // U comes from memory when it outgrows the caches (9.4 MB at 256 channels): measured
           // ~10% less CPU time at 14x14 with the dense kernel's prefetch of the next panel.
-          Prefetch pf = next_panel_share(b, kc, r, rows);
-          kernel(kc, rowp, b, kZeros, k0 > 0, c + r * ldm_ + p * kNr, ldm_, mr, kNr, true,
-                 -xnn::kInf, xnn::kInf, false, pf.at, pf.lines, 1, 0);
+          Prefetch pf = next_panel_share(b, kc * step.panels, r, rows);
+          step.kernel(kc, rowp, b, kZeros, k0 > 0, c + r * ldm_ + p * kNr, ldm_, mr, step.panels * kNr, true,
+                      -xnn::kInf, xnn::kInf, false, pf.at, pf.lines, 1, 0);
         }
+        p += step.panels;
       }
     }
   }
@@ -293,7 +302,9 @@ class WinogradConv final : public Kernel {
 
   ir::ConvAttrs attrs_;
   Tensor w_, b_;  // kept for the dense kernel small bound shapes get
-  int64_t C_, O_, kc_ = 1, panels_ = 0, ldm_ = 0, ldv_ = 0;
+  int64_t C_, O_;
+  bool avx512_;  // GEMMs on the AVX-512 6x32 micro-kernel, else the AVX2 6x16 one
+  int64_t kc_ = 1, panels_ = 0, ldm_ = 0, ldv_ = 0;
   std::shared_ptr<Buffer> packed_;  // U: per position, the dense kernel's panel layout
   std::vector<float> bias_;         // padded to ldm_
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;
@@ -328,7 +339,8 @@ std::unique_ptr<Kernel> native::make_winograd_conv(const KernelRequest& req) {
   // With a static spatial shape, a small layer keeps the dense kernel from the start.
   int64_t H = xnn::static_dim(req.graph, n.inputs[0], 1),
           W = xnn::static_dim(req.graph, n.inputs[0], 2);
-  if (H > 0 && W > 0 && !kernel_pays(H + a.pads[0] + a.pads[2] - 2, W + a.pads[1] + a.pads[3] - 2))
+  if (H > 0 && W > 0 &&
+      !kernel_pays(H + a.pads[0] + a.pads[2] - 2, W + a.pads[1] + a.pads[3] - 2, native::isa_enabled(native::Isa::kAvx512)))
     return nullptr;
   return std::make_unique<WinogradConv>(a, w.constant, b ? &b->constant : nullptr, C);
 }
