@@ -295,6 +295,7 @@ Int8Model build_int8(const ir::Graph& float_nhwc, const Json& preprocessing, con
   }
   Int8Model m;
   m.graph = quant::quantize_int8(prepared.graph, cal.ranges, {.io_type = io});
+  correct_int8_biases(prepared.graph, m.graph, data.set.batches);
   const ir::Value& in = m.graph.value(m.graph.inputs()[0]);
   const ir::Value& out = m.graph.value(m.graph.outputs()[0]);
   Json skipped = Json::array();

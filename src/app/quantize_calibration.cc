@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <iostream>
 #include <thread>
 
@@ -192,6 +195,154 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
   r.images = done;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+}  // namespace modex::app
+
+namespace modex::app {
+
+namespace {
+
+// Sums over the batch and the output pixels of each window tap's input: sums[tap * C + c] +=
+// x[n, ih, iw, c] for every output pixel whose tap (kh, kw) lands on (ih, iw) inside the input
+// (padding adds 0). `x` is NHWC, or [N, C] for a fully connected layer (one tap).
+void window_sums(const Tensor& x, const ir::ConvAttrs* a, int64_t OH, int64_t OW, std::vector<double>& sums) {
+  const float* xd = x.data<float>();
+  if (!a) {
+    const int64_t N = x.dim(0), C = x.dim(1);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) sums[static_cast<size_t>(c)] += xd[n * C + c];
+    return;
+  }
+  const int64_t N = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3), KH = a->kernel[0], KW = a->kernel[1];
+  std::vector<double> row(static_cast<size_t>(C));
+  for (int64_t kh = 0; kh < KH; ++kh)
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      double* s = sums.data() + (kh * KW + kw) * C;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t ih = oh * a->strides[0] - a->pads[0] + kh * a->dilations[0];
+          if (ih < 0 || ih >= H) continue;
+          std::fill(row.begin(), row.end(), 0.0);
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t iw = ow * a->strides[1] - a->pads[1] + kw * a->dilations[1];
+            if (iw < 0 || iw >= W) continue;
+            const float* px = xd + ((n * H + ih) * W + iw) * C;
+            for (int64_t c = 0; c < C; ++c) row[static_cast<size_t>(c)] += px[c];
+          }
+          for (int64_t c = 0; c < C; ++c) s[c] += row[static_cast<size_t>(c)];
+        }
+    }
+}
+
+}  // namespace
+
+int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph, const std::vector<Tensor>& batches) {
+  struct Layer {
+    ir::ValueId bias;
+    std::string f_in;  // the layer's input in the float graph
+    std::optional<ir::ConvAttrs> conv;  // nullopt: fully connected
+    int64_t O = 0, taps = 1, group_in = 0, C = 0, OH = 1, OW = 1;
+    std::vector<float> w_err;          // [O, taps, group_in]: dequantized int8 weight - float weight
+    std::vector<double> b_err, step;   // per output channel: dequantized int8 bias - float bias; one bias unit
+    std::vector<double> sums;          // window sums [taps, C] of the float input
+    int64_t pixels = 0;
+  };
+  std::vector<Layer> layers;
+  ir::Graph fg = float_graph;
+  for (const ir::Node& n : int8_graph.nodes()) {
+    if (n.dead || (n.op != ir::OpKind::kConv && n.op != ir::OpKind::kGemm) || n.inputs.size() < 3 ||
+        n.inputs[2] == ir::kNoValue)
+      continue;
+    const ir::Value& b = int8_graph.value(n.inputs[2]);
+    const ir::Value& x = int8_graph.value(n.inputs[0]);
+    const ir::Value& w = int8_graph.value(n.inputs[1]);
+    const ir::Value& y = int8_graph.value(n.outputs[0]);
+    if (!b.is_constant() || b.constant.dtype() != DType::kInt32 || !w.is_constant() ||
+        w.constant.dtype() != DType::kInt8 || !x.quant || !w.quant)
+      continue;
+    // The float node computing the same output from the same input, with weights of one shape.
+    auto fy = fg.find_value(y.name);
+    auto fx = fg.find_value(x.name);
+    if (!fy || !fx) continue;
+    const ir::Node* fn = nullptr;
+    for (const ir::Node& m : fg.nodes())
+      if (!m.dead && m.op == n.op && !m.outputs.empty() && m.outputs[0] == *fy) fn = &m;
+    if (!fn || fn->inputs.size() < 2 || fn->inputs[0] != *fx) continue;
+    const ir::Value& fw = fg.value(fn->inputs[1]);
+    if (!fw.is_constant() || fw.constant.shape() != w.constant.shape()) continue;
+    // Every dim but the batch is static.
+    auto dim = [](const ir::Value& v, size_t i) {
+      return i < v.shape.size() && v.shape[i].is_static() ? v.shape[i].value : -1;
+    };
+    Layer l;
+    l.bias = n.inputs[2];
+    l.f_in = fg.value(*fx).name;
+    l.O = w.constant.dim(0);
+    if (n.op == ir::OpKind::kConv) {
+      l.conv = n.attr<ir::ConvAttrs>();
+      if (l.conv->layout != ir::Layout::kNHWC || x.shape.size() != 4 || y.shape.size() != 4) continue;
+      l.taps = l.conv->kernel[0] * l.conv->kernel[1];
+      l.C = dim(x, 3);
+      l.OH = dim(y, 1);
+      l.OW = dim(y, 2);
+    } else {
+      if (x.shape.size() != 2) continue;
+      l.C = dim(x, 1);
+    }
+    l.group_in = w.constant.numel() / std::max<int64_t>(l.O * l.taps, 1);
+    if (l.C <= 0 || l.OH <= 0 || l.OW <= 0 || b.constant.numel() != l.O || l.group_in <= 0 || l.C % l.group_in)
+      continue;
+    const std::vector<float> wf = fw.constant.to_float_vector();
+    std::vector<float> bf(static_cast<size_t>(l.O), 0.0f);
+    if (fn->inputs.size() > 2 && fn->inputs[2] != ir::kNoValue && fg.value(fn->inputs[2]).is_constant())
+      bf = fg.value(fn->inputs[2]).constant.to_float_vector();
+    const int8_t* wq = w.constant.data<int8_t>();
+    const int32_t* bq = b.constant.data<int32_t>();
+    const int64_t per_o = l.taps * l.group_in;
+    l.w_err.resize(wf.size());
+    for (int64_t o = 0; o < l.O; ++o) {
+      const double ws = w.quant->scale.size() > 1 ? w.quant->scale[static_cast<size_t>(o)] : w.quant->scale[0];
+      for (int64_t k = 0; k < per_o; ++k) {
+        const auto i = static_cast<size_t>(o * per_o + k);
+        l.w_err[i] = static_cast<float>(ws * wq[i] - wf[i]);
+      }
+      l.step.push_back(static_cast<double>(x.quant->scale[0]) * ws);
+      l.b_err.push_back(bq[o] * l.step.back() - bf[static_cast<size_t>(o)]);
+    }
+    l.sums.assign(static_cast<size_t>(l.taps * l.C), 0.0);
+    if (!fg.is_graph_output(*fx)) fg.add_output(*fx);
+    layers.push_back(std::move(l));
+  }
+  if (layers.empty() || batches.empty()) return 0;
+  auto fm = Model::from_graph(fg, {.threads = 0});
+  std::map<std::string, size_t> f_index;
+  for (size_t i = 0; i < fm->outputs().size(); ++i) f_index[fm->outputs()[i].name] = i;
+  for (const Tensor& batch : batches) {
+    const std::vector<Tensor> out = fm->run({batch});  // views until the next run: used at once
+    for (Layer& l : layers) {
+      window_sums(out[f_index.at(l.f_in)], l.conv ? &*l.conv : nullptr, l.OH, l.OW, l.sums);
+      l.pixels += batch.dim(0) * l.OH * l.OW;
+    }
+  }
+  for (Layer& l : layers) {
+    ir::Value& bv = int8_graph.value(l.bias);
+    Tensor corrected = bv.constant.clone();
+    int32_t* bd = corrected.data_mutable<int32_t>();
+    const int64_t per_o = l.taps * l.group_in, o_per_group = l.O / (l.C / l.group_in);
+    for (int64_t o = 0; o < l.O; ++o) {
+      const int64_t c0 = o / o_per_group * l.group_in;
+      double shift = 0;  // the weights' rounding, in the layer's mean output
+      for (int64_t t = 0; t < l.taps; ++t)
+        for (int64_t c = 0; c < l.group_in; ++c)
+          shift += l.w_err[static_cast<size_t>(o * per_o + t * l.group_in + c)] * l.sums[static_cast<size_t>(t * l.C + c0 + c)];
+      const double err = shift / static_cast<double>(l.pixels) + l.b_err[static_cast<size_t>(o)];
+      const double moved = static_cast<double>(bd[o]) - std::nearbyint(err / l.step[static_cast<size_t>(o)]);
+      bd[o] = static_cast<int32_t>(std::clamp(moved, -2147483648.0, 2147483647.0));
+    }
+    bv.constant = std::move(corrected);
+  }
+  return static_cast<int64_t>(layers.size());
 }
 
 }  // namespace modex::app
