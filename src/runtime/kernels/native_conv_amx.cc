@@ -69,22 +69,14 @@ struct Aligned64 {
   bool operator==(const Aligned64<U>&) const { return true; }
 };
 
-struct Requant {
-  float max_less_zp;    // act_max - zp_out
-  int32_t min_less_zp;  // act_min - zp_out
-  int32_t zp;
-};
+using native::Requant;
 
-// y[0 .. cols) = requantized (acc + bias) for 16 channels; XNNPACK's fp32 requantization (the
-// same steps as the AVX2 kernel's requantize8).
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void requantize16(const int32_t* acc, const int32_t* bias,
-                                                                               const float* scale, const Requant& q,
-                                                                               int8_t* y, int64_t cols) {
-  const __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_loadu_si512(bias));
-  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(scale));
-  f = _mm512_min_ps(f, _mm512_set1_ps(q.max_less_zp));
-  __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.min_less_zp));
-  i = _mm512_add_epi32(i, _mm512_set1_epi32(q.zp));
+// y[0 .. cols) = requantized (acc + bias) for 16 channels.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void requantize_row(const int32_t* acc, const int32_t* bias,
+                                                                                 const float* scale, const Requant& q,
+                                                                                 int8_t* y, int64_t cols) {
+  const __m512i i =
+      native::requantize16(_mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_loadu_si512(bias)), scale, q);
   const __m128i b = _mm512_cvtsepi32_epi8(i);  // in int8 range already: no saturation happens
   if (cols == kPanel)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(y), b);
@@ -172,9 +164,7 @@ class AmxConvQ8 final : public Kernel {
     zp_in_ = static_cast<int8_t>(p.in[0].zero_point);
     direct_ = a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1 &&
               std::all_of(a.pads.begin(), a.pads.end(), [](int64_t v) { return v == 0; });
-    rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
-    rq_.min_less_zp = p.act_min - p.out.zero_point;
-    rq_.zp = p.out.zero_point;
+    rq_ = Requant::of(p);
   }
   std::string_view name() const override {
     return gemm_ ? "native_fully_connected_q8_amx" : "native_conv2d_nhwc_q8_amx";
@@ -302,7 +292,7 @@ class AmxConvQ8 final : public Kernel {
           const int64_t cols = std::min(kPanel, O_ - q * kPanel);
           const int32_t* cq = c + (q - p) * kPanel;
           for (int64_t i = 0; i < step_rows; ++i)
-            requantize16(cq + i * 2 * kPanel, bias_.data() + q * kPanel, scale_.data() + q * kPanel, rq_,
+            requantize_row(cq + i * 2 * kPanel, bias_.data() + q * kPanel, scale_.data() + q * kPanel, rq_,
                          y + (r + i) * O_ + q * kPanel, cols);
         }
       }

@@ -54,11 +54,12 @@ struct Aligned32 {
   bool operator==(const Aligned32<U>&) const { return true; }
 };
 
-struct Requant {
-  const float* scale;  // 16 channels of the panel
-  float max_less_zp;   // act_max - zp_out
-  int32_t min_less_zp; // act_min - zp_out
-  int32_t zp;
+using native::Requant;
+
+// The requantization of one 16-channel panel's outputs.
+struct PanelRequant {
+  const float* scale;  // the panel's 16 channels
+  Requant q;
 };
 
 // Requantizes 8 accumulators (channels of `scale`) to int32 outputs in [act_min, act_max].
@@ -77,7 +78,7 @@ __attribute__((target("avx2,fma"))) inline __m256i requantize8(__m256i acc, cons
 template <bool kWide>
 __attribute__((target("avx2,fma"))) void q8_kernel_6x16(int64_t kp, const int32_t* const* a, const int16_t* b,
                                                         const int32_t* bias, bool first, int32_t* acc,
-                                                        const Requant* last, int8_t* y, int64_t ldy, int64_t rows,
+                                                        const PanelRequant* last, int8_t* y, int64_t ldy, int64_t rows,
                                                         int64_t cols) {
   __m256i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (first) {
@@ -124,8 +125,8 @@ __attribute__((target("avx2,fma"))) void q8_kernel_6x16(int64_t kp, const int32_
     return;
   }
   for (int64_t r = 0; r < rows; ++r) {
-    __m256i lo = requantize8(t[r][0], last->scale, *last);
-    __m256i hi = kWide ? requantize8(t[r][1], last->scale + 8, *last) : lo;
+    __m256i lo = requantize8(t[r][0], last->scale, last->q);
+    __m256i hi = kWide ? requantize8(t[r][1], last->scale + 8, last->q) : lo;
     // int32 -> int16 (values already in int8 range, so no saturation) -> int8, in channel order.
     __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
     __m128i w8 = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
@@ -181,9 +182,7 @@ class NativeConvQ8 final : public Kernel {
       scale_[static_cast<size_t>(o)] = q.scale;
     }
     zp_in_ = static_cast<int8_t>(zp_in);
-    rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
-    rq_.min_less_zp = p.act_min - p.out.zero_point;
-    rq_.zp = p.out.zero_point;
+    rq_ = Requant::of(p);
   }
   std::string_view name() const override { return "native_conv2d_nhwc_q8_avx2"; }
 
@@ -284,8 +283,7 @@ class NativeConvQ8 final : public Kernel {
         int64_t cols = std::min(kNr, O_ - p * kNr);
         auto* kernel = cols > 8 ? q8_kernel_6x16<true> : q8_kernel_6x16<false>;
         const int16_t* b = packed_.data() + k0 * panels_ * 2 * kNr + p * kc * 2 * kNr;
-        Requant rq = rq_;
-        rq.scale = scale_.data() + p * kNr;
+        const PanelRequant rq{scale_.data() + p * kNr, rq_};
         for (int64_t s = 0; s < strips; ++s) {
           int64_t r = s * kMr, mr = std::min(kMr, rows - r);
           const int32_t* rowp[kMr];
@@ -346,9 +344,7 @@ class NativeDwConvQ8 final : public Kernel {
       scale_[static_cast<size_t>(c0 + at)] = q.scale;
     }
     zero_row_.assign(static_cast<size_t>(C), static_cast<int8_t>(zp_in));
-    rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
-    rq_.min_less_zp = p.act_min - p.out.zero_point;
-    rq_.zp = p.out.zero_point;
+    rq_ = Requant::of(p);
   }
   std::string_view name() const override {
     return block_ == 32 ? "native_dwconv2d_nhwc_q8_avx512" : "native_dwconv2d_nhwc_q8_avx2";
@@ -435,15 +431,6 @@ class NativeDwConvQ8 final : public Kernel {
     }
   }
 
-  // Requantizes 16 accumulators (AVX-512), as requantize8 does 8.
-  __attribute__((target("avx512f,avx512bw,avx512vl"))) static __m512i requantize16(__m512i acc, const float* scale,
-                                                                                   const Requant& q) {
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(scale));
-    f = _mm512_min_ps(f, _mm512_set1_ps(q.max_less_zp));
-    const __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.min_less_zp));
-    return _mm512_add_epi32(i, _mm512_set1_epi32(q.zp));
-  }
-
   __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void row_avx512(int64_t item) {
     const auto [c_begin, c_end] = channels_of(item);
     item /= groups_;
@@ -468,8 +455,8 @@ class NativeDwConvQ8 final : public Kernel {
         }
         // Per 128-bit lane l, lo holds channels 8l .. 8l+3 and hi 8l+4 .. 8l+7: vpackssdw restores
         // the order, vpmovswb narrows (the values are in int8 range already).
-        const __m512i q16 = _mm512_packs_epi32(requantize16(lo, scale_.data() + c, rq_),
-                                               requantize16(hi, scale_.data() + c + 16, rq_));
+        const __m512i q16 = _mm512_packs_epi32(native::requantize16(lo, scale_.data() + c, rq_),
+                                               native::requantize16(hi, scale_.data() + c + 16, rq_));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(yo + c), _mm512_cvtsepi16_epi8(q16));
       }
       if (c < c_end) block16(taps.data(), c, packed_.data() + c * pairs_ * 2, yo);  // C an odd multiple of 16
@@ -562,9 +549,7 @@ class WinogradQ8 final : public Kernel {
       scale_[static_cast<size_t>(o)] = q.scale;
     }
     zp_in_ = static_cast<int16_t>(zp_in);
-    rq_.max_less_zp = static_cast<float>(p.act_max - p.out.zero_point);
-    rq_.min_less_zp = p.act_min - p.out.zero_point;
-    rq_.zp = p.out.zero_point;
+    rq_ = Requant::of(p);
   }
 
   std::string_view name() const override { return dense_active_ ? dense_->name() : "native_winograd_q8_f23"; }

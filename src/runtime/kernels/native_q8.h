@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "runtime/kernels/kernel.h"
+#include "runtime/kernels/simd.h"
 #include "runtime/kernels/reference_int8.h"
 
 namespace modex::runtime::native {
@@ -30,6 +31,28 @@ struct Q8Channel {
 };
 Q8Channel q8_channel(const Tensor* bias, std::span<const float> w_scale, const q8::Prepared& p, int64_t o,
                      int32_t weight_sum);
+
+// The output side of XNNPACK's fp32 requantization: y = clamp(round_to_nearest_even(acc * scale[o])
+// + zp_out, act_min, act_max), the clamp applied as acc * scale <= act_max - zp_out in float, then
+// >= act_min - zp_out in int32.
+struct Requant {
+  float max_less_zp;    // act_max - zp_out
+  int32_t min_less_zp;  // act_min - zp_out
+  int32_t zp;
+  static Requant of(const q8::Prepared& p) {
+    return {static_cast<float>(p.act_max - p.out.zero_point), p.act_min - p.out.zero_point, p.out.zero_point};
+  }
+};
+
+// 16 accumulators (channels of `scale`) requantized to int32 outputs in [act_min, act_max].
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m512i requantize16(__m512i acc,
+                                                                                                const float* scale,
+                                                                                                const Requant& q) {
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(scale));
+  f = _mm512_min_ps(f, _mm512_set1_ps(q.max_less_zp));
+  const __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(q.min_less_zp));
+  return _mm512_add_epi32(i, _mm512_set1_epi32(q.zp));
+}
 
 // Dense (groups = 1) int8 convolution, or fully connected Gemm (a 1x1 convolution of one pixel
 // per row), on AMX tiles; nullptr where AMX is not enabled (native::isa_enabled(Isa::kAmx)) or
