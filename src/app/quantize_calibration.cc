@@ -261,14 +261,14 @@ int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph,
     if (!b.is_constant() || b.constant.dtype() != DType::kInt32 || !w.is_constant() ||
         w.constant.dtype() != DType::kInt8 || !x.quant || !w.quant)
       continue;
-    // The float node computing the same output from the same input, with weights of one shape.
-    auto fy = fg.find_value(y.name);
-    auto fx = fg.find_value(x.name);
-    if (!fy || !fx) continue;
+    // The float node of the same name and op, with weights of one shape. Values are not matched
+    // by name: with --io-type uint8 or float32 the int8 graph's first layer reads a Quantize
+    // node's output and its last one writes the input of another.
     const ir::Node* fn = nullptr;
     for (const ir::Node& m : fg.nodes())
-      if (!m.dead && m.op == n.op && !m.outputs.empty() && m.outputs[0] == *fy) fn = &m;
-    if (!fn || fn->inputs.size() < 2 || fn->inputs[0] != *fx) continue;
+      if (!m.dead && m.op == n.op && m.name == n.name) fn = &m;
+    if (!fn || fn->inputs.size() < 2) continue;
+    const ir::ValueId fx = fn->inputs[0];
     const ir::Value& fw = fg.value(fn->inputs[1]);
     if (!fw.is_constant() || fw.constant.shape() != w.constant.shape()) continue;
     // Every dim but the batch is static.
@@ -277,7 +277,7 @@ int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph,
     };
     Layer l;
     l.bias = n.inputs[2];
-    l.f_in = fg.value(*fx).name;
+    l.f_in = fg.value(fx).name;
     l.O = w.constant.dim(0);
     if (n.op == ir::OpKind::kConv) {
       l.conv = n.attr<ir::ConvAttrs>();
@@ -311,7 +311,7 @@ int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph,
       l.b_err.push_back(bq[o] * l.step.back() - bf[static_cast<size_t>(o)]);
     }
     l.sums.assign(static_cast<size_t>(l.taps * l.C), 0.0);
-    if (!fg.is_graph_output(*fx)) fg.add_output(*fx);
+    if (!fg.is_graph_output(fx)) fg.add_output(fx);
     layers.push_back(std::move(l));
   }
   if (layers.empty() || batches.empty()) return 0;
