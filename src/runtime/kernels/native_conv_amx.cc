@@ -71,17 +71,23 @@ struct Aligned64 {
 
 using native::Requant;
 
-// y[0 .. cols) = requantized (acc + bias) for 16 channels.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void requantize_row(const int32_t* acc, const int32_t* bias,
-                                                                                 const float* scale, const Requant& q,
-                                                                                 int8_t* y, int64_t cols) {
-  const __m512i i =
-      native::requantize16(_mm512_add_epi32(_mm512_loadu_si512(acc), _mm512_loadu_si512(bias)), scale, q);
-  const __m128i b = _mm512_cvtsepi32_epi8(i);  // in int8 range already: no saturation happens
-  if (cols == kPanel)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), b);
-  else
-    _mm_mask_storeu_epi8(y, static_cast<__mmask16>((1u << cols) - 1), b);
+// Rows [0, rows) of y (row stride ldy), channels [0, cols) of a 16-channel panel = requantized
+// (acc + bias), acc rows ldc apart. The panel's bias, scales and bounds are loaded once: the int8
+// stores may alias anything, so the compiler would otherwise reload them for every row.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void requantize_rows(const int32_t* acc, int64_t ldc,
+                                                                                  int64_t rows, const int32_t* bias,
+                                                                                  const float* scale, const Requant& q,
+                                                                                  int8_t* y, int64_t ldy, int64_t cols) {
+  const __m512i vb = _mm512_loadu_si512(bias), vzp = _mm512_set1_epi32(q.zp), vmin = _mm512_set1_epi32(q.min_less_zp);
+  const __m512 vs = _mm512_loadu_ps(scale), vmax = _mm512_set1_ps(q.max_less_zp);
+  const __mmask16 mask = static_cast<__mmask16>(cols == kPanel ? 0xFFFFu : (1u << cols) - 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    // XNNPACK's fp32 requantization, as native::requantize16.
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(acc + r * ldc), vb)), vs);
+    f = _mm512_min_ps(f, vmax);
+    const __m512i i = _mm512_add_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(f), vmin), vzp);
+    _mm_mask_storeu_epi8(y + r * ldy, mask, _mm512_cvtsepi32_epi8(i));  // in int8 range: no saturation
+  }
 }
 
 // c (32 x 32 int32, row stride 32) = A (kStep rows, row stride lda) x B for `steps` K steps:
@@ -290,10 +296,8 @@ class AmxConvQ8 final : public Kernel {
           amx_block<false, false>(a, lda, b0, b1, steps_, c);
         for (int64_t q = p; q < p + (two_panels ? 2 : 1); ++q) {
           const int64_t cols = std::min(kPanel, O_ - q * kPanel);
-          const int32_t* cq = c + (q - p) * kPanel;
-          for (int64_t i = 0; i < step_rows; ++i)
-            requantize_row(cq + i * 2 * kPanel, bias_.data() + q * kPanel, scale_.data() + q * kPanel, rq_,
-                         y + (r + i) * O_ + q * kPanel, cols);
+          requantize_rows(c + (q - p) * kPanel, 2 * kPanel, step_rows, bias_.data() + q * kPanel,
+                          scale_.data() + q * kPanel, rq_, y + r * O_ + q * kPanel, O_, cols);
         }
       }
     }
