@@ -222,8 +222,9 @@ class AmxConvQ8 final : public Kernel {
     const ir::ConvAttrs& a = attrs_;
     const int8_t* xd = x_.data<int8_t>();
     const int64_t KW = a.kernel[1];
+    // (n, oh, ow) of row r, stepped rather than divided out per row (the stems gather 12,544).
+    int64_t n = m0 / (OH_ * OW_), oh = m0 % (OH_ * OW_) / OW_, ow = m0 % OW_;
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t m = m0 + r, n = m / (OH_ * OW_), rem = m % (OH_ * OW_), oh = rem / OW_, ow = rem % OW_;
       int8_t* dst = buf + r * Kp_;
       for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
         const int64_t ih = oh * a.strides[0] - a.pads[0] + kh * a.dilations[0];
@@ -250,6 +251,10 @@ class AmxConvQ8 final : public Kernel {
         }
       }
       fill_bytes(buf + r * Kp_ + K_, 0, Kp_ - K_);
+      if (++ow == OW_) {
+        ow = 0;
+        if (++oh == OH_) oh = 0, ++n;
+      }
     }
     fill_bytes(buf + rows * Kp_, 0, (padded_rows - rows) * Kp_);
   }
