@@ -351,6 +351,8 @@ TEST(Int8Native, ConvolutionEqualsXnnpack) {
       {{1, 5, 5, 300}, 21, 3, 2, {0, 1, 1, 0}, 1, Activation::kNone, false, -128},      // per-tensor, asym pads
       {{1, 13, 12, 4}, 24, 5, 1, {4, 4, 4, 4}, 2, Activation::kNone, true, 0},          // dilation
       {{1, 23, 21, 3}, 16, 7, 2, {3, 3, 3, 3}, 1, Activation::kRelu, true, -7},         // stem
+      {{2, 17, 16, 3}, 32, 3, 2, {1, 1, 1, 1}, 1, Activation::kRelu6, true, 11},        // 3x3 stem, batch 2
+      {{1, 9, 8, 16}, 24, 2, 2, {0, 1, 1, 0}, 1, Activation::kNone, true, -30},         // K = 64 exactly
       {{3, 6, 5, 32}, 9, 3, 1, {1, 0, 1, 2}, 1, Activation::kRelu6, false, 127},        // batch 3
       {{1, 1, 1, 1200}, 17, 1, 1, {0, 0, 0, 0}, 1, Activation::kNone, true, 1},         // K in 3 blocks
       {{1, 15, 16, 24}, 33, 1, 2, {0, 0, 0, 0}, 1, Activation::kRelu, true, -1},        // 1x1 stride 2

@@ -205,15 +205,57 @@ class AmxConvQ8 final : public Kernel {
     }
     col_groups_ = (pairs + pairs_per_group_ - 1) / pairs_per_group_;
     row_blocks_ = row_blocks;
+    // Padded: short kernel rows (the 3-channel stems: 3 x 3 = 9 bytes) are gathered from a copy
+    // of the input bordered with the input zero point, so a row's taps need no bounds checks.
+    padded_ = !direct_ && attrs_.dilations[0] == 1 && attrs_.dilations[1] == 1 && attrs_.kernel[1] * C_ < kTileK;
+    if (padded_) {
+      Hp_ = (OH_ - 1) * attrs_.strides[0] + attrs_.kernel[0];
+      Wp_ = (OW_ - 1) * attrs_.strides[1] + attrs_.kernel[1];
+      padded_input_.assign(static_cast<size_t>(N_ * Hp_ * Wp_ * C_), zp_in_);
+    }
   }
 
   void run(const RunContext& ctx) override {
+    if (padded_) fill_padded();
     native::parallel(ctx, row_blocks_ * col_groups_, [](void* self, size_t i) {
       static_cast<AmxConvQ8*>(self)->run_block(static_cast<int64_t>(i));
     }, this, M_ * K_ * O_);
   }
 
  private:
+  // The input's pixels into the bordered copy (as far as any window reaches; the border stays).
+  void fill_padded() {
+    const int64_t top = attrs_.pads[0], left = attrs_.pads[1];
+    const int64_t rows = std::min(H_, Hp_ - top), cols = std::min(W_, Wp_ - left);
+    if (rows <= 0 || cols <= 0) return;
+    const int8_t* xd = x_.data<int8_t>();
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t ih = 0; ih < rows; ++ih)
+        std::memcpy(padded_input_.data() + ((n * Hp_ + ih + top) * Wp_ + left) * C_, xd + ((n * H_ + ih) * W_) * C_,
+                    static_cast<size_t>(cols * C_));
+  }
+
+  // Padded mode's gather: each kernel row of a window is kW * C contiguous bytes of the copy.
+  __attribute__((target("avx512f,avx512bw"))) void gather_padded(int64_t m0, int64_t rows, int64_t padded_rows,
+                                                                 int8_t* buf) const {
+    const int64_t KH = attrs_.kernel[0], row_len = attrs_.kernel[1] * C_;
+    const int64_t sh = attrs_.strides[0], sw = attrs_.strides[1];
+    const __mmask64 mask = (__mmask64{1} << row_len) - 1;
+    int64_t n = m0 / (OH_ * OW_), oh = m0 % (OH_ * OW_) / OW_, ow = m0 % OW_;
+    for (int64_t r = 0; r < rows; ++r) {
+      int8_t* dst = buf + r * Kp_;
+      if (K_ % kTileK) _mm512_storeu_si512(dst + K_ / kTileK * kTileK, _mm512_setzero_si512());  // K's padding: 0
+      const int8_t* src = padded_input_.data() + ((n * Hp_ + oh * sh) * Wp_ + ow * sw) * C_;
+      for (int64_t kh = 0; kh < KH; ++kh, dst += row_len, src += Wp_ * C_)
+        _mm512_mask_storeu_epi8(dst, mask, _mm512_maskz_loadu_epi8(mask, src));
+      if (++ow == OW_) {
+        ow = 0;
+        if (++oh == OH_) oh = 0, ++n;
+      }
+    }
+    fill_bytes(buf + rows * Kp_, 0, (padded_rows - rows) * Kp_);
+  }
+
   // A rows [m0, m0 + rows) into buf (padded_rows x Kp_): taps outside the input read the input
   // zero point, K's padding and the rows past `rows` read 0 (their weights are 0, their outputs
   // are not stored).
@@ -283,7 +325,10 @@ class AmxConvQ8 final : public Kernel {
         a = xd + (m0 + r) * C_;
         lda = C_;
       } else {
-        gather(m0 + r, step_rows, tile_rows, a_buf.data());
+        if (padded_)
+          gather_padded(m0 + r, step_rows, tile_rows, a_buf.data());
+        else
+          gather(m0 + r, step_rows, tile_rows, a_buf.data());
         a = a_buf.data();
         lda = Kp_;
       }
@@ -319,6 +364,9 @@ class AmxConvQ8 final : public Kernel {
   Requant rq_{};
   int8_t zp_in_ = 0;
   bool direct_ = false;  // 1x1, stride 1, no padding: the input is A
+  bool padded_ = false;  // short kernel rows: gathered from padded_input_
+  int64_t Hp_ = 0, Wp_ = 0;
+  std::vector<int8_t> padded_input_;  // [N, Hp, Wp, C], bordered with the input zero point
   Tensor x_, y_;
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, M_ = 0, block_rows_ = kStep;
   int64_t row_blocks_ = 0, col_groups_ = 1, pairs_per_group_ = 1;
