@@ -58,16 +58,7 @@ const TileConfig& tile_config() {
 // 64-byte aligned storage for tile loads (not required by TILELOADD, but a row then never splits a
 // cache line).
 template <class T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <class U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
-  template <class U>
-  bool operator==(const Aligned64<U>&) const { return true; }
-};
+using Aligned64 = native::AlignedAllocator<T, 64>;
 
 using native::Requant;
 

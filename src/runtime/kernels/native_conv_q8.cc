@@ -43,16 +43,7 @@ constexpr int64_t kKcPairs = 256;  // K block depth in tap pairs: A strip 6 KB, 
 
 // 32-byte aligned vectors: the packed weights and partial sums are loaded as whole AVX2 vectors.
 template <class T>
-struct Aligned32 {
-  using value_type = T;
-  Aligned32() = default;
-  template <class U>
-  Aligned32(const Aligned32<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(32))); }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(32)); }
-  template <class U>
-  bool operator==(const Aligned32<U>&) const { return true; }
-};
+using Aligned32 = native::AlignedAllocator<T, 32>;
 
 using native::Requant;
 

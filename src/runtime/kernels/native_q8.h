@@ -2,7 +2,9 @@
 // takes it, the requantization parameters, and the AMX kernel's factory (native_conv_amx.cc).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <memory>
 #include <optional>
 
@@ -31,6 +33,24 @@ struct Q8Channel {
 };
 Q8Channel q8_channel(const Tensor* bias, std::span<const float> w_scale, const q8::Prepared& p, int64_t o,
                      int32_t weight_sum);
+
+// An allocator of storage aligned to kAlign bytes, for buffers the kernels read as whole vectors
+// or tiles (a row then never splits a cache line).
+template <class T, size_t kAlign>
+struct AlignedAllocator {
+  using value_type = T;
+  template <class U>
+  struct rebind {
+    using other = AlignedAllocator<U, kAlign>;
+  };
+  AlignedAllocator() = default;
+  template <class U>
+  AlignedAllocator(const AlignedAllocator<U, kAlign>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kAlign))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(kAlign)); }
+  template <class U>
+  bool operator==(const AlignedAllocator<U, kAlign>&) const { return true; }
+};
 
 // The output side of XNNPACK's fp32 requantization: y = clamp(round_to_nearest_even(acc * scale[o])
 // + zp_out, act_min, act_max), the clamp applied as acc * scale <= act_max - zp_out in float, then
