@@ -248,7 +248,9 @@ class NativeConv final : public Kernel {
   }
 
   void run(const RunContext& ctx) override {
-    if (padded_) fill_padded();
+    if (padded_)
+      native::copy_into_bordered(x_.data<float>(), N_, H_, W_, C_, padded_input_.data(), Hp_, Wp_, attrs_.pads[0],
+                                 attrs_.pads[1]);
     if (shared_gather_) {
       // The calling thread's buffer: concurrent runs of one model use different threads.
       thread_local std::vector<float> shared;
@@ -267,17 +269,6 @@ class NativeConv final : public Kernel {
 
  private:
 
-  // Copies the input's pixels into the zero-padded copy (as far as any window reaches).
-  void fill_padded() {
-    const int64_t top = attrs_.pads[0], left = attrs_.pads[1];
-    const int64_t rows = std::min(H_, Hp_ - top), cols = std::min(W_, Wp_ - left);
-    if (rows <= 0 || cols <= 0) return;
-    const float* xd = x_.data<float>();
-    for (int64_t n = 0; n < N_; ++n)
-      for (int64_t ih = 0; ih < rows; ++ih)
-        std::memcpy(padded_input_.data() + ((n * Hp_ + ih + top) * Wp_ + left) * C_, xd + (n * H_ + ih) * W_ * C_,
-                    static_cast<size_t>(cols * C_) * sizeof(float));
-  }
 
   // Output pixels [m0, m0 + rows) of the padded mode: the top-left of each window in the padded
   // input. Steps through (n, oh, ow) without a division per pixel.

@@ -226,6 +226,21 @@ inline constexpr int64_t kParallelWork = 1 << 18;
 void parallel(const RunContext& ctx, int64_t items, void (*fn)(void*, size_t), void* self,
               int64_t work = std::numeric_limits<int64_t>::max());
 
+// The pixels of an NHWC input x [N, H, W, C] into `bordered` [N, Hp, Wp, C], a copy of it framed
+// by `top` rows and `left` columns (the convolution's leading pads) and cut where no window
+// reaches: the padded modes' input, whose border (zero, or the int8 zero point) is written once
+// and left as it is.
+template <class T>
+void copy_into_bordered(const T* x, int64_t N, int64_t H, int64_t W, int64_t C, T* bordered, int64_t Hp, int64_t Wp,
+                        int64_t top, int64_t left) {
+  const int64_t rows = std::min(H, Hp - top), cols = std::min(W, Wp - left);
+  if (rows <= 0 || cols <= 0) return;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t ih = 0; ih < rows; ++ih)
+      std::memcpy(bordered + ((n * Hp + ih + top) * Wp + left) * C, x + (n * H + ih) * W * C,
+                  static_cast<size_t>(cols * C) * sizeof(T));
+}
+
 std::unique_ptr<Kernel> make_dense_conv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C);
 
 // The Winograd F(4x4, 3x3) convolution, or nullptr for the nodes it does not take.

@@ -207,24 +207,15 @@ class AmxConvQ8 final : public Kernel {
   }
 
   void run(const RunContext& ctx) override {
-    if (padded_) fill_padded();
+    if (padded_)
+      native::copy_into_bordered(x_.data<int8_t>(), N_, H_, W_, C_, padded_input_.data(), Hp_, Wp_, attrs_.pads[0],
+                                 attrs_.pads[1]);
     native::parallel(ctx, row_blocks_ * col_groups_, [](void* self, size_t i) {
       static_cast<AmxConvQ8*>(self)->run_block(static_cast<int64_t>(i));
     }, this, M_ * K_ * O_);
   }
 
  private:
-  // The input's pixels into the bordered copy (as far as any window reaches; the border stays).
-  void fill_padded() {
-    const int64_t top = attrs_.pads[0], left = attrs_.pads[1];
-    const int64_t rows = std::min(H_, Hp_ - top), cols = std::min(W_, Wp_ - left);
-    if (rows <= 0 || cols <= 0) return;
-    const int8_t* xd = x_.data<int8_t>();
-    for (int64_t n = 0; n < N_; ++n)
-      for (int64_t ih = 0; ih < rows; ++ih)
-        std::memcpy(padded_input_.data() + ((n * Hp_ + ih + top) * Wp_ + left) * C_, xd + ((n * H_ + ih) * W_) * C_,
-                    static_cast<size_t>(cols * C_));
-  }
 
   // Padded mode's gather: each kernel row of a window is kW * C contiguous bytes of the copy.
   __attribute__((target("avx512f,avx512bw"))) void gather_padded(int64_t m0, int64_t rows, int64_t padded_rows,
