@@ -359,11 +359,7 @@ class NativeDwConvQ8 final : public Kernel {
 
   void run(const RunContext& ctx) override {
     native::parallel(ctx, N_ * OH_ * groups_, [](void* self, size_t i) {
-      auto* k = static_cast<NativeDwConvQ8*>(self);
-      if (k->block_ == 32)
-        k->row_avx512(static_cast<int64_t>(i));
-      else
-        k->row_avx2(static_cast<int64_t>(i));
+      static_cast<NativeDwConvQ8*>(self)->row(static_cast<int64_t>(i));
     }, this, N_ * OH_ * OW_ * C_ * T_);
   }
 
@@ -409,20 +405,9 @@ class NativeDwConvQ8 final : public Kernel {
     return {c_begin, std::min(C_, c_begin + group_channels_)};
   }
 
-  __attribute__((target("avx2,fma"))) void row_avx2(int64_t item) {
-    const auto [c_begin, c_end] = channels_of(item);
-    item /= groups_;
-    const int64_t n = item / OH_, oh = item % OH_;
-    int8_t* y = y_.data_mutable<int8_t>() + item * OW_ * C_;
-    thread_local std::vector<const int8_t*> taps;
-    taps.resize(static_cast<size_t>(pairs_ * 2));
-    for (int64_t ow = 0; ow < OW_; ++ow) {
-      pixel_taps(n, oh, ow, taps.data());
-      for (int64_t c = c_begin; c < c_end; c += 16) block16(taps.data(), c, packed_.data() + c * pairs_ * 2, y + ow * C_);
-    }
-  }
-
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void row_avx512(int64_t item) {
+  // One output row; with 32-channel blocks, a last 16 channels on AVX2 when C is an odd multiple
+  // of 16.
+  __attribute__((target("avx2,fma"))) void row(int64_t item) {
     const auto [c_begin, c_end] = channels_of(item);
     item /= groups_;
     const int64_t n = item / OH_, oh = item % OH_;
@@ -432,26 +417,32 @@ class NativeDwConvQ8 final : public Kernel {
     for (int64_t ow = 0; ow < OW_; ++ow) {
       pixel_taps(n, oh, ow, taps.data());
       int8_t* yo = y + ow * C_;
-      int64_t c = c_begin;
-      for (; c + 32 <= c_end; c += 32) {
-        const int16_t* wb = packed_.data() + c * pairs_ * 2;
-        __m512i lo = _mm512_loadu_si512(bias_.data() + c), hi = _mm512_loadu_si512(bias_.data() + c + 16);
-        for (int64_t pr = 0; pr < pairs_; ++pr) {
-          const __m512i x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[2 * pr] + c)));
-          const __m512i x1 =
-              _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[2 * pr + 1] + c)));
-          lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), _mm512_loadu_si512(wb + pr * 64)));
-          hi = _mm512_add_epi32(hi,
-                                _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), _mm512_loadu_si512(wb + pr * 64 + 32)));
-        }
-        // Per 128-bit lane l, lo holds channels 8l .. 8l+3 and hi 8l+4 .. 8l+7: vpackssdw restores
-        // the order, vpmovswb narrows (the values are in int8 range already).
-        const __m512i q16 = _mm512_packs_epi32(native::requantize16(lo, scale_.data() + c, rq_),
-                                               native::requantize16(hi, scale_.data() + c + 16, rq_));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(yo + c), _mm512_cvtsepi16_epi8(q16));
-      }
-      if (c < c_end) block16(taps.data(), c, packed_.data() + c * pairs_ * 2, yo);  // C an odd multiple of 16
+      int64_t c = block_ == 32 ? blocks32(taps.data(), c_begin, c_end, yo) : c_begin;
+      for (; c < c_end; c += 16) block16(taps.data(), c, packed_.data() + c * pairs_ * 2, yo);
     }
+  }
+
+  // The whole 32-channel blocks from c_begin (AVX-512) of one output pixel; returns where they end.
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) int64_t blocks32(const int8_t* const* taps, int64_t c_begin,
+                                                                         int64_t c_end, int8_t* yo) const {
+    int64_t c = c_begin;
+    for (; c + 32 <= c_end; c += 32) {
+      const int16_t* wb = packed_.data() + c * pairs_ * 2;
+      __m512i lo = _mm512_loadu_si512(bias_.data() + c), hi = _mm512_loadu_si512(bias_.data() + c + 16);
+      for (int64_t pr = 0; pr < pairs_; ++pr) {
+        const __m512i x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[2 * pr] + c)));
+        const __m512i x1 =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[2 * pr + 1] + c)));
+        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), _mm512_loadu_si512(wb + pr * 64)));
+        hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), _mm512_loadu_si512(wb + pr * 64 + 32)));
+      }
+      // Per 128-bit lane l, lo holds channels 8l .. 8l+3 and hi 8l+4 .. 8l+7: vpackssdw restores
+      // the order, vpmovswb narrows (the values are in int8 range already).
+      const __m512i q16 = _mm512_packs_epi32(native::requantize16(lo, scale_.data() + c, rq_),
+                                             native::requantize16(hi, scale_.data() + c + 16, rq_));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(yo + c), _mm512_cvtsepi16_epi8(q16));
+    }
+    return c;
   }
 
   ir::ConvAttrs attrs_;
