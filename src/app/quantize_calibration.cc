@@ -4,13 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <iostream>
+#include <limits>
 #include <map>
 #include <optional>
-#include <iostream>
 #include <thread>
 
 #include "core/error.h"
@@ -250,6 +250,9 @@ int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph,
   };
   std::vector<Layer> layers;
   ir::Graph fg = float_graph;
+  std::map<std::string, const ir::Node*> float_nodes;  // Conv / Gemm nodes by name
+  for (const ir::Node& m : fg.nodes())
+    if (!m.dead && (m.op == ir::OpKind::kConv || m.op == ir::OpKind::kGemm)) float_nodes[m.name] = &m;
   for (const ir::Node& n : int8_graph.nodes()) {
     if (n.dead || (n.op != ir::OpKind::kConv && n.op != ir::OpKind::kGemm) || n.inputs.size() < 3 ||
         n.inputs[2] == ir::kNoValue)
@@ -264,10 +267,9 @@ int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph,
     // The float node of the same name and op, with weights of one shape. Values are not matched
     // by name: with --io-type uint8 or float32 the int8 graph's first layer reads a Quantize
     // node's output and its last one writes the input of another.
-    const ir::Node* fn = nullptr;
-    for (const ir::Node& m : fg.nodes())
-      if (!m.dead && m.op == n.op && m.name == n.name) fn = &m;
-    if (!fn || fn->inputs.size() < 2) continue;
+    const auto found = float_nodes.find(n.name);
+    if (found == float_nodes.end() || found->second->op != n.op || found->second->inputs.size() < 2) continue;
+    const ir::Node* fn = found->second;
     const ir::ValueId fx = fn->inputs[0];
     const ir::Value& fw = fg.value(fn->inputs[1]);
     if (!fw.is_constant() || fw.constant.shape() != w.constant.shape()) continue;

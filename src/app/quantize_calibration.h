@@ -79,11 +79,12 @@ namespace modex::app {
 // Bias correction of an int8 graph (from quant::quantize_int8 of `float_graph`): rounding a
 // layer's weights to int8 shifts its mean output by sum_k (w_int8 - w)[o, k] * mean(x_k), which
 // per-channel scales do not remove where a channel has few taps (depthwise 3x3: 9), and those
-// shifts add up through a deep network (EfficientNet-B0 on 32x32 images: -3 points of top-1). The
-// calibration batches (up to ~1M input pixels) run through the float graph once; from the mean of each layer's input under
-// each kernel tap (zero padding included) every convolution's and fully connected layer's int32
-// bias absorbs its shift, to the nearest bias step. (Correcting the measured mean of the int8
-// output instead also moves each layer by the errors of the layers before it, which are corrected
-// themselves: measured here, that overcorrects and oscillates.) Returns the layers corrected.
+// shifts add up through a deep network (EfficientNet-B0 on 32x32 images: -3 points of top-1).
+// The calibration batches (up to ~1M input pixels) run through the float graph once; from the
+// mean of each layer's input under each kernel tap (zero padding included) every convolution's
+// and fully connected layer's int32 bias absorbs its shift, to the nearest bias step. (Correcting
+// the measured mean of the int8 output instead also moves each layer by the errors of the layers
+// before it, which are corrected themselves: measured here, that overcorrects and oscillates.)
+// Returns the layers corrected.
 int64_t correct_int8_biases(const ir::Graph& float_graph, ir::Graph& int8_graph, const std::vector<Tensor>& batches);
 }  // namespace modex::app
