@@ -81,7 +81,14 @@ class XnnBinaryQ8 final : public Kernel {
       ops_.push_back(create_());
       if (!ops_.back()) throw Error("cannot create an XNNPACK int8 operator", ErrorKind::kInternal);
     }
-    if (bands_ == 1) xnn::check(bind(ops_[0].get(), 0, y_.rank() >= 2 ? y_.dim(1) : 1, ctx.pool), "int8 setup");
+    if (bands_ == 1) {
+      xnn::check(bind(ops_[0].get(), 0, y_.rank() >= 2 ? y_.dim(1) : 1, ctx.pool), "int8 setup");
+      return;
+    }
+    // Each band's operator is bound once here; run() only runs them, each on its calling thread.
+    const int64_t H = y_.dim(1);
+    for (int64_t i = 0; i < bands_; ++i)
+      xnn::check(bind(ops_[static_cast<size_t>(i)].get(), H * i / bands_, H * (i + 1) / bands_, nullptr), "int8 setup");
   }
 
   void run(const RunContext& ctx) override {
@@ -90,12 +97,7 @@ class XnnBinaryQ8 final : public Kernel {
       return;
     }
     native::parallel(ctx, bands_, [](void* self, size_t i) {
-      auto* k = static_cast<XnnBinaryQ8*>(self);
-      const int64_t H = k->y_.dim(1), h0 = H * static_cast<int64_t>(i) / k->bands_,
-                    h1 = H * static_cast<int64_t>(i + 1) / k->bands_;
-      xnn_operator_t op = k->ops_[i].get();
-      xnn::check(k->bind(op, h0, h1, nullptr), "int8 setup");
-      xnn::check(xnn_run_operator(op, nullptr), "run");
+      xnn::check(xnn_run_operator(static_cast<XnnBinaryQ8*>(self)->ops_[i].get(), nullptr), "run");
     }, this);
   }
 
