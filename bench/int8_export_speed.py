@@ -44,7 +44,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modex", default=str(es.REPO / "build" / "modex"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--calibration", default=None, help="minmax | percentile | entropy (default: modex's)")
+    ap.add_argument("--calibration", default=None, help="minmax | percentile | entropy | image-percentile (default: modex's)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     checkpoint = es.ensure_checkpoint(ARCH)

@@ -48,8 +48,8 @@ int run_cli(int argc, char** argv) {
       ->capture_default_str();
   exp->add_option("--num-calib-samples", ex.num_calib_samples, "Calibration images for int8")->capture_default_str();
   exp->add_option("--calibration-dir", ex.calibration_dir, "A flat folder of calibration images");
-  exp->add_option("--calibration", ex.calibration, "int8 range calibration: minmax | percentile | entropy")
-      ->check(CLI::IsMember({"minmax", "percentile", "entropy"}))
+  exp->add_option("--calibration", ex.calibration, "int8 range calibration: minmax | percentile | entropy | image-percentile")
+      ->check(CLI::IsMember({"minmax", "percentile", "entropy", "image-percentile"}))
       ->capture_default_str();
   exp->add_option("--io-type", ex.io_type, "int8 model input/output type: int8 | uint8 | float32")
       ->check(CLI::IsMember({"int8", "uint8", "float32"}))

@@ -34,7 +34,7 @@ struct ExportOptions {
   // Fashion-MNIST fixtures (100 val images; 1,000 test images run in LiteRT) it lost -0.2 / 0.5 /
   // 0.4 accuracy points (resnet18 / mobilenet_v2 / efficientnet_b0), minmax -0.1 / 0.3 / 3.3 and
   // entropy 5.6 / 47.8 / 4.4.
-  std::string calibration = "percentile";
+  std::string calibration = "image-percentile";
   std::string io_type = "int8";        // int8 TFLite model input/output: int8 | uint8 | float32
   bool progress = true;                // calibration progress bar (only when stderr is a terminal)
   // int8 accuracy report: held-out images compared float vs int8 (STEM_int8.report.{json,html});

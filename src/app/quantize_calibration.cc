@@ -168,7 +168,10 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
       std::sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) { return a.second->numel() > b.second->numel(); });
       std::atomic<size_t> next{0};
       auto work = [&] {
-        for (size_t k; (k = next.fetch_add(1)) < jobs.size();) jobs[k].first->observe(jobs[k].second->values<float>());
+        for (size_t k; (k = next.fetch_add(1)) < jobs.size();) {
+          const Tensor& t = *jobs[k].second;
+          jobs[k].first->observe(t.values<float>(), t.rank() ? t.dim(0) : 1);
+        }
       };
       std::vector<std::thread> pool;
       for (unsigned w = 1; w < workers; ++w) pool.emplace_back(work);
@@ -180,14 +183,11 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
   }
   CalibrationResult r;
   r.ranges = collector.ranges();
-  // The model's outputs keep their full range: clipping logits would tie the top classes. With
-  // entropy calibration so does the image: pixel values are not the bell-shaped distribution the
-  // KL search assumes (a background spike and a bright tail), and its threshold saturated the
-  // bright pixels before the first layer (-47.8 points on a trained mobilenet_v2). Percentile
-  // keeps 99.99 % of them already (its input range differs from the full one by < 0.5 %).
+  // Which values keep the extremes seen, whatever the method: see quant::keeps_full_range.
   std::vector<std::string> full_range;
-  if (observer.method == quant::CalibrationMethod::kEntropy) full_range = input_names;
-  for (ir::ValueId o : prepared.graph.outputs()) full_range.push_back(prepared.graph.value(o).name);
+  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphInput)) full_range = input_names;
+  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphOutput))
+    for (ir::ValueId o : prepared.graph.outputs()) full_range.push_back(prepared.graph.value(o).name);
   for (const std::string& name : full_range) {
     const quant::RangeObserver& obs = collector.observer(name);
     if (obs.count()) r.ranges[name] = {obs.min(), obs.max()};

@@ -79,7 +79,10 @@ namespace modex::app {
 // Bias correction of an int8 graph (from quant::quantize_int8 of `float_graph`): rounding a
 // layer's weights to int8 shifts its mean output by sum_k (w_int8 - w)[o, k] * mean(x_k), which
 // per-channel scales do not remove where a channel has few taps (depthwise 3x3: 9), and those
-// shifts add up through a deep network (EfficientNet-B0 on 32x32 images: -3 points of top-1).
+// shifts add up through a deep network. Measured with image-percentile ranges over three
+// calibration seeds, its gain is small: int8 top-1 agreement with float 97.4 -> 97.9% on the
+// trained mobilenet_v2 fixture, 96.1 -> 96.3% on efficientnet_b0 (the activations' rounding, not
+// the weights', is most of the int8 error there).
 // The calibration batches (up to ~1M input pixels) run through the float graph once; from the
 // mean of each layer's input under each kernel tap (zero padding included) every convolution's
 // and fully connected layer's int32 bias absorbs its shift, to the nearest bias step. (Correcting

@@ -44,19 +44,21 @@ quant::RangeMap calibrate_qdq(const ir::Graph& g, const std::vector<Tensor>& bat
   for (const Tensor& b : batches) total += b.dim(0);
   if (progress) progress(0, total);
   for (const Tensor& batch : batches) {
-    collector.observe(input, batch.values<float>());
+    collector.observe(input, batch.values<float>(), batch.dim(0));
     model->run_with({batch}, [&](std::span<const Tensor> ys) {
-      for (size_t i = 0; i < ys.size(); ++i) collector.observe(model->outputs()[i].name, ys[i].values<float>());
+      for (size_t i = 0; i < ys.size(); ++i)
+        collector.observe(model->outputs()[i].name, ys[i].values<float>(), ys[i].rank() ? ys[i].dim(0) : 1);
     });
     done += batch.dim(0);
     if (progress) progress(done, total);
   }
   quant::RangeMap ranges = collector.ranges();
-  // The logits keep their full range (they stay float unless quantize_outputs); with entropy
-  // calibration so does the image (see calibrate() in quantize_calibration.cc).
+  // Which values keep the extremes seen: see quant::keeps_full_range (the logits stay float
+  // unless quantize_outputs).
   std::vector<std::string> full_range;
-  if (observer.method == quant::CalibrationMethod::kEntropy) full_range.push_back(input);
-  for (ir::ValueId o : g.outputs()) full_range.push_back(g.value(o).name);
+  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphInput)) full_range.push_back(input);
+  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphOutput))
+    for (ir::ValueId o : g.outputs()) full_range.push_back(g.value(o).name);
   for (const std::string& name : full_range) {
     const quant::RangeObserver& obs = collector.observer(name);
     if (obs.count()) ranges[name] = {obs.min(), obs.max()};

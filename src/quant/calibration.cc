@@ -18,20 +18,34 @@ std::string_view calibration_method_name(CalibrationMethod m) {
     case CalibrationMethod::kMinMax: return "minmax";
     case CalibrationMethod::kPercentile: return "percentile";
     case CalibrationMethod::kEntropy: return "entropy";
+    case CalibrationMethod::kImagePercentile: return "image-percentile";
   }
   return "?";
 }
 
 CalibrationMethod parse_calibration_method(std::string_view name) {
-  for (CalibrationMethod m : {CalibrationMethod::kMinMax, CalibrationMethod::kPercentile, CalibrationMethod::kEntropy})
+  for (CalibrationMethod m : {CalibrationMethod::kMinMax, CalibrationMethod::kPercentile, CalibrationMethod::kEntropy,
+                              CalibrationMethod::kImagePercentile})
     if (calibration_method_name(m) == name) return m;
-  throw Error("unknown calibration method '" + std::string(name) + "'").hint("use minmax, percentile or entropy");
+  throw Error("unknown calibration method '" + std::string(name) + "'")
+      .hint("use minmax, percentile, entropy or image-percentile");
+}
+
+bool keeps_full_range(CalibrationMethod method, ValueRole role) {
+  switch (role) {
+    case ValueRole::kGraphInput:
+      return method == CalibrationMethod::kEntropy || method == CalibrationMethod::kImagePercentile;
+    case ValueRole::kGraphOutput: return method != CalibrationMethod::kImagePercentile;
+    case ValueRole::kOther: return false;
+  }
+  return false;
 }
 
 RangeObserver::RangeObserver(const ObserverOptions& options)
     : options_(options), min_(std::numeric_limits<float>::infinity()), max_(-std::numeric_limits<float>::infinity()) {
   if (options_.bins < 16 || options_.bins % 2) throw Error("histogram bins must be an even number >= 16", ErrorKind::kInternal);
-  if (options_.method != CalibrationMethod::kMinMax) hist_.assign(static_cast<size_t>(options_.bins), 0);
+  if (options_.method != CalibrationMethod::kMinMax && options_.method != CalibrationMethod::kImagePercentile)
+    hist_.assign(static_cast<size_t>(options_.bins), 0);
 }
 
 size_t histogram_stride(size_t n) {
@@ -97,22 +111,35 @@ void extremes(std::span<const float> values, float& lo, float& hi) {
 
 }  // namespace
 
-void RangeObserver::observe(std::span<const float> values) {
-  // One branch-free pass for the extremes; the slow path that drops non-finite values runs only
-  // when an infinity showed up.
-  float lo, hi;
-  extremes(values, lo, hi);
-  int64_t n = static_cast<int64_t>(values.size());
-  if (!std::isfinite(lo) || !std::isfinite(hi)) {
-    lo = std::numeric_limits<float>::infinity();
-    hi = -lo;
-    n = 0;
-    for (float v : values) {
-      if (!std::isfinite(v)) continue;  // an inf/NaN activation must not blow the range up
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-      ++n;
+void RangeObserver::observe(std::span<const float> values, int64_t images) {
+  // One branch-free pass for each image's extremes; the slow path that drops non-finite values
+  // runs only when an infinity showed up.
+  if (images < 1 || values.size() % static_cast<size_t>(images)) images = 1;
+  const size_t per_image = values.size() / static_cast<size_t>(images);
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  int64_t n = 0;
+  for (int64_t b = 0; b < images; ++b) {
+    const std::span<const float> image = values.subspan(static_cast<size_t>(b) * per_image, per_image);
+    float ilo, ihi;
+    extremes(image, ilo, ihi);
+    int64_t in = static_cast<int64_t>(image.size());
+    if (!std::isfinite(ilo) || !std::isfinite(ihi)) {
+      ilo = std::numeric_limits<float>::infinity();
+      ihi = -ilo;
+      in = 0;
+      for (float v : image) {
+        if (!std::isfinite(v)) continue;  // an inf/NaN activation must not blow the range up
+        ilo = std::min(ilo, v);
+        ihi = std::max(ihi, v);
+        ++in;
+      }
     }
+    if (in == 0) continue;
+    lo = std::min(lo, ilo);
+    hi = std::max(hi, ihi);
+    n += in;
+    image_mins_.push_back(ilo);
+    image_maxs_.push_back(ihi);
   }
   if (n == 0) return;
   min_ = std::min(min_, lo);
@@ -223,6 +250,16 @@ double entropy_threshold(std::span<const uint64_t> hist, double hist_max, int le
 
 TensorRange RangeObserver::range() const {
   if (count_ == 0) return {0.0f, 0.0f};
+  if (options_.method == CalibrationMethod::kImagePercentile && !image_maxs_.empty()) {
+    // Nearest rank: with 100 images and 90%, the 11th largest maximum and the 11th smallest minimum.
+    const size_t n = image_maxs_.size();
+    const double want = std::ceil(std::clamp(options_.image_percentile, 0.0, 100.0) / 100.0 * static_cast<double>(n));
+    const size_t k = std::min(n - 1, static_cast<size_t>(std::max(want, 1.0)) - 1);
+    std::vector<float> lo = image_mins_, hi = image_maxs_;
+    std::nth_element(hi.begin(), hi.begin() + static_cast<std::ptrdiff_t>(k), hi.end());
+    std::nth_element(lo.begin(), lo.begin() + static_cast<std::ptrdiff_t>(n - 1 - k), lo.end());
+    return {lo[n - 1 - k], hi[k]};
+  }
   if (options_.method == CalibrationMethod::kMinMax || hist_max_ == 0.0) return {min_, max_};
   double t;
   if (options_.method == CalibrationMethod::kPercentile) {

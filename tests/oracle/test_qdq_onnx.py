@@ -1,7 +1,7 @@
 """int8 ONNX in QDQ form (modex issue 5): modex's QDQ models run in ONNX Runtime against PyTorch.
 
 The helper tests/quant/qdq_tool_main.cc builds the optimised float graph of a checkpoint (as
-`modex export --format onnx` does), calibrates ranges (min/max, or percentile) by running it in
+`modex export --format onnx` does), calibrates ranges (min/max, or another method) by running it in
 modex's engine on the given images, and writes the QDQ model (int8 symmetric per-channel weights, int32 biases,
 QuantizeLinear/DequantizeLinear pairs on the activations, opset 13). Each file must pass
 onnx.checker with full shape inference, load in ONNX Runtime with all graph optimisations (its QDQ
@@ -10,12 +10,13 @@ fusion turns the pairs into int8 kernels), and then:
   - zoo architectures with seeded random weights (oracle fixtures, 224x224, calibrated on the 4
     inputs PyTorch ran): SQNR of ORT's logits against PyTorch float32's at least SQNR_MIN_DB;
   - classifiers trained on Fashion-MNIST (trained_fixtures.py; calibrated on the 400 val images
-    with percentile ranges, evaluated on the 1,000 held-out test PNGs): ORT's accuracy at most 1.0
-    point below PyTorch float32's (an int8 model scoring higher by chance is no defect), and top-1
-    agreement with PyTorch of at least MIN_AGREEMENT. Measured: resnet18 83.1% -> 83.7%,
-    mobilenet_v2 74.6% -> 74.6%, efficientnet_b0 72.5% -> 72.3% (agreement 99.1 / 96.5 / 90.7%).
-    With min/max ranges mobilenet_v2 and efficientnet_b0 lose 0.8-0.9 points: their long-tailed
-    activations spend most int8 levels on a few outliers. The logits stay float (QdqOptions).
+    with image-percentile ranges, modex's default, evaluated on the 1,000 held-out test PNGs):
+    ORT's accuracy at most 1.0 point below PyTorch float32's (an int8 model scoring higher by
+    chance is no defect), and top-1 agreement with PyTorch of at least MIN_AGREEMENT. Measured on
+    the fixtures trained on an Intel Sapphire Rapids machine: resnet18 83.5% -> 83.5%,
+    mobilenet_v2 76.5% -> 76.8%, efficientnet_b0 72.3% -> 74.3% (agreement 99.4 / 97.6 / 95.9%).
+    With percentile ranges (99.99% of |x|) efficientnet_b0 got 70.9%: a few images whose
+    activations blow up set every tensor's step. The logits stay float (QdqOptions).
 
     MODEX_QDQ_TOOL=build/tests/qdq_tool /usr/bin/python3 -m pytest -q tests/oracle/test_qdq_onnx.py
 """
@@ -42,8 +43,10 @@ ZOO_ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small"
 SQNR_MIN_DB = 10.0
 TRAINED_ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0"]
 MAX_ACCURACY_DROP = 0.010
-MIN_AGREEMENT = 0.85
-TRAINED_METHOD = "percentile"
+# Top-1 agreement: the accuracy bound alone lets noise through (at 87% agreement, ~130 flips of
+# 1,000 net out to within a point or not by chance); measured 95.9-99.4%.
+MIN_AGREEMENT = 0.92
+TRAINED_METHOD = "image-percentile"
 
 
 def qdq_tool():

@@ -5,7 +5,8 @@ For each trained Fashion-MNIST fixture (trained_fixtures.py: resnet18, mobilenet
 efficientnet_b0), modex exports float32, int8 (calibrated on 100 of the fixture's val/ images, which
 the model never saw in training) and dynamic (int8 weights only) TFLite files. LiteRT runs them on
 the 1,000 held-out test/ images, preprocessed as the PyTorch reference was:
-  - int8 accuracy within 1.0 point of PyTorch float32 on the same images;
+  - int8 accuracy within 1.0 point of PyTorch float32 on the same images, and with the default
+    calibration top-1 agreement with it of at least MIN_AGREEMENT;
   - every operator of the int8 model works on int8 (no DEQUANTIZE, no float op), file size
     <= 0.27x the float32 file;
   - io-type uint8 and float32 variants run and give exactly the int8 model's dequantized logits;
@@ -29,6 +30,10 @@ LITERT_RUN = ou.HERE / "litert_run.mjs"
 ARCHS = ["resnet18", "mobilenet_v2", "efficientnet_b0"]
 CALIB_SAMPLES = 100
 MAX_ACCURACY_LOSS = 1.0  # points
+# Top-1 agreement with PyTorch float32, for the default calibration: the accuracy bound alone lets
+# noise through (at 87% agreement some 130 flips of 1,000 images net out within a point or not by
+# chance). Measured 96.1-99.5% on the trained fixtures.
+MIN_AGREEMENT = 0.92
 MAX_SIZE_RATIO = 0.27
 # Thin models: TFLite's int8 form carries, per output channel, an int32 bias, a weight scale and
 # a bias scale (the XNNPACK delegate requires the bias params), 12 bytes against the float
@@ -38,7 +43,7 @@ MAX_SIZE_RATIO_THIN = 0.28
 THIN = {"mobilenet_v2", "efficientnet_b0"}
 IO_VARIANT_ARCH = "mobilenet_v2"
 METHODS_ARCH = "mobilenet_v2"
-OTHER_METHODS = ["minmax", "entropy"]  # percentile, the default, is every arch's int8 export
+OTHER_METHODS = ["minmax", "percentile", "entropy"]  # image-percentile, the default, is every arch's int8 export
 IO_VARIANT_IMAGES = 200
 
 
@@ -176,6 +181,7 @@ def test_int8_accuracy_within_one_point(runs, arch):
     print(f"{arch}: PyTorch float32 {100 * torch_acc:.1f}%, LiteRT int8 {100 * acc:.1f}% "
           f"(top-1 agreement {100 * agree:.1f}%) on {len(labels)} images")
     assert_within_one_point(arch, logits, ref)
+    assert agree >= MIN_AGREEMENT, f"{arch}: int8 top-1 agreement with PyTorch {100 * agree:.1f}% < {100 * MIN_AGREEMENT:.0f}%"
     # The float32 export in the same run matches PyTorch (sanity of the comparison itself).
     f32 = np.fromfile(result(runs, f"{arch}/float32")["outputs"][0]["file"], dtype="<f4").reshape(logits.shape)
     np.testing.assert_allclose(f32, fx["logits"], atol=1e-3 * float(np.abs(fx["logits"]).max()) + 1e-4)

@@ -205,8 +205,63 @@ TEST(Observer, PercentileCountsZerosAsKept) {
   EXPECT_NEAR(pc2.range().max, 1.0f, 2.0 / 2048);
 }
 
+TEST(Observer, ImagePercentileClipsOnlyTheOutlierImages) {
+  // 20 images of 8 values each: image i spans [-1 - i/100, 1 + i/100], except images 5 and 12,
+  // whose activations blow up (x 50). At 90% the 2 most extreme images of 20 are clipped (nearest
+  // rank: the 18th of the 20 sorted maxima): the range is the largest ordinary image's, 1.19.
+  RangeObserver o({.method = CalibrationMethod::kImagePercentile, .image_percentile = 90.0});
+  std::vector<float> batch;
+  for (int i = 0; i < 20; ++i) {
+    const float scale = (i == 5 || i == 12) ? 50.0f : 1.0f;
+    for (int k = 0; k < 8; ++k) batch.push_back(scale * (k % 2 ? 1.0f : -1.0f) * (1.0f + static_cast<float>(i) / 100.0f) * (k < 2 ? 1.0f : 0.5f));
+  }
+  // Two calls of 10 images: the per-image extremes do not depend on how images are batched.
+  o.observe(std::span<const float>(batch).first(80), 10);
+  o.observe(std::span<const float>(batch).subspan(80), 10);
+  ASSERT_EQ(o.image_maxs().size(), 20u);
+  EXPECT_FLOAT_EQ(o.range().max, 1.19f);
+  EXPECT_FLOAT_EQ(o.range().min, -1.19f);
+  EXPECT_FLOAT_EQ(o.min(), -50.0f * 1.12f);  // the extremes are still tracked
+  // At 100% nothing is clipped.
+  RangeObserver all({.method = CalibrationMethod::kImagePercentile, .image_percentile = 100.0});
+  all.observe(batch, 20);
+  EXPECT_FLOAT_EQ(all.range().max, 50.0f * 1.12f);
+}
+
+TEST(Observer, ImagePercentileOfOneImageAndOfAnUnevenTensor) {
+  RangeObserver one({.method = CalibrationMethod::kImagePercentile});
+  std::vector<float> x{-2.0f, 0.5f, 3.0f, NAN};
+  one.observe(x, 1);
+  EXPECT_FLOAT_EQ(one.range().min, -2.0f);
+  EXPECT_FLOAT_EQ(one.range().max, 3.0f);
+  // 4 values do not split into 3 images: one image.
+  RangeObserver uneven({.method = CalibrationMethod::kImagePercentile});
+  uneven.observe(x, 3);
+  EXPECT_EQ(uneven.image_maxs().size(), 1u);
+  // An image with no finite value is no image.
+  RangeObserver inf({.method = CalibrationMethod::kImagePercentile});
+  std::vector<float> y{NAN, INFINITY, 1.0f, 2.0f};
+  inf.observe(y, 2);
+  ASSERT_EQ(inf.image_maxs().size(), 1u);
+  EXPECT_FLOAT_EQ(inf.range().max, 2.0f);
+  RangeObserver none({.method = CalibrationMethod::kImagePercentile});
+  EXPECT_FLOAT_EQ(none.range().max, 0.0f);
+}
+
+TEST(Calibration, FullRangeRules) {
+  using enum CalibrationMethod;
+  EXPECT_TRUE(keeps_full_range(kImagePercentile, ValueRole::kGraphInput));
+  EXPECT_FALSE(keeps_full_range(kImagePercentile, ValueRole::kGraphOutput));
+  EXPECT_TRUE(keeps_full_range(kEntropy, ValueRole::kGraphInput));
+  EXPECT_FALSE(keeps_full_range(kPercentile, ValueRole::kGraphInput));
+  for (CalibrationMethod m : {kMinMax, kPercentile, kEntropy}) EXPECT_TRUE(keeps_full_range(m, ValueRole::kGraphOutput));
+  for (CalibrationMethod m : {kMinMax, kPercentile, kEntropy, kImagePercentile})
+    EXPECT_FALSE(keeps_full_range(m, ValueRole::kOther));
+}
+
 TEST(Calibration, MethodNames) {
   EXPECT_EQ(parse_calibration_method("entropy"), CalibrationMethod::kEntropy);
+  EXPECT_EQ(parse_calibration_method("image-percentile"), CalibrationMethod::kImagePercentile);
   EXPECT_EQ(calibration_method_name(CalibrationMethod::kPercentile), "percentile");
   EXPECT_THROW(parse_calibration_method("kl"), Error);
 }

@@ -5,7 +5,7 @@
 //
 //   qdq_tool (--checkpoint PATH | --onnx PATH) --calib X.npy --output OUT.onnx
 //            [--opset N] [--per-tensor] [--quantize-outputs] [--reduce-range] [--method
-//            minmax|percentile|entropy] [--report PREFIX] [--ranges OUT.json] [--batch N]
+//            minmax|percentile|entropy|image-percentile] [--report PREFIX] [--ranges OUT.json] [--batch N]
 //
 // --report PREFIX writes PREFIX.json and PREFIX.html (quant/report.h) with the SQNR of every
 // calibrated value's int8 grid on the first batch.
@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "app/quantize_qdq.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "io/dataset/npy.h"
@@ -41,7 +42,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: qdq_tool (--checkpoint PATH | --onnx PATH) --calib X.npy --output OUT.onnx "
                "[--opset N] [--per-tensor] [--quantize-outputs] [--reduce-range] [--method "
-               "minmax|percentile|entropy] [--report PREFIX] [--ranges OUT.json] [--batch N]\n");
+               "minmax|percentile|entropy|image-percentile] [--report PREFIX] [--ranges OUT.json] [--batch N]\n");
   return 64;
 }
 
@@ -53,38 +54,21 @@ ir::Graph load_graph(const std::string& checkpoint, const std::string& onnx) {
   return models::build_model(ckpt.weights, bo).graph;
 }
 
-// The range of every value qdq_calibration_values names, over all of `calib` in batches, with
-// the calibration engineer's observers (minmax, percentile or entropy).
+// The range of every value qdq_calibration_values names, over all of `calib` in batches, as
+// `modex export` calibrates its QDQ file (app::calibrate_qdq, the same full-range rules).
 quant::RangeMap calibrate(const ir::Graph& g, const Tensor& calib, int64_t batch,
                           quant::CalibrationMethod method) {
-  std::vector<std::string> names = quant::qdq_calibration_values(g);
-  const std::string input = g.value(g.inputs()[0]).name;
-  ir::Graph observed = g;
-  for (const std::string& n : names) {
-    if (n == input) continue;
-    ir::ValueId v = *observed.find_value(n);
-    if (!observed.is_graph_output(v)) observed.add_output(v);
-  }
-  auto model = Model::from_graph(observed, {.threads = 2});
-  quant::RangeCollector collector(quant::ObserverOptions{.method = method});
   const int64_t n = calib.dim(0), per_image = calib.numel() / std::max<int64_t>(n, 1);
+  std::vector<Tensor> batches;
   for (int64_t start = 0; start < n; start += batch) {
     const int64_t count = std::min(batch, n - start);
     Dims shape = calib.shape();
     shape[0] = count;
     Tensor x = Tensor::zeros(DType::kFloat32, shape);
-    std::copy_n(calib.data<float>() + start * per_image, count * per_image,
-                x.data_mutable<float>());
-    collector.observe(input, x.values<float>());
-    std::vector<Tensor> ys = model->run({x});
-    const auto& infos = model->outputs();
-    for (size_t i = 0; i < ys.size(); ++i) collector.observe(infos[i].name, ys[i].values<float>());
+    std::copy_n(calib.data<float>() + start * per_image, count * per_image, x.data_mutable<float>());
+    batches.push_back(std::move(x));
   }
-  quant::RangeMap ranges = collector.ranges();
-  for (const std::string& name : names)
-    if (!ranges.count(name))
-      throw Error("the engine did not return value '" + name + "'", ErrorKind::kInternal);
-  return ranges;
+  return app::calibrate_qdq(g, batches, quant::ObserverOptions{.method = method}, {});
 }
 
 // The accuracy report of the int8 grid alone: per calibrated value, the SQNR of its first
