@@ -38,7 +38,7 @@ struct QuantReport {
   std::string float_model;  // names or paths as the user gave them
   std::string int8_model;
   std::string architecture;
-  std::string method;  // calibration: "minmax", "percentile", "entropy"
+  std::string method;  // calibration: "minmax", "percentile", "entropy", "image-percentile"
   int64_t calibration_samples = 0;
   int64_t heldout_images = 0;   // images the comparison below ran on
   double top1_agreement = 0.0;  // fraction in [0, 1]
