@@ -64,9 +64,12 @@ struct pthreadpool {
     // same rows give each thread the same part of the tensor, which its core's cache still holds
     // from the call before (on a 2 MB-L2 part, fetching the other core's half instead made small
     // depthwise layers slower at 2 threads than at 1).
+    // The counter first, then the end: a worker still scanning the previous call's slots may read
+    // the new end, but by then its exchange against the old counter value fails (in the other
+    // order it could claim a chunk of this call under the old generation).
     for (size_t t = 0; t < threads_; ++t) {
-      slots_[t].end.store(static_cast<uint64_t>((t + 1) * chunks / threads_), std::memory_order_relaxed);
       slots_[t].next.store(static_cast<uint64_t>(g) << 32 | (t * chunks / threads_), std::memory_order_release);
+      slots_[t].end.store(static_cast<uint64_t>((t + 1) * chunks / threads_), std::memory_order_release);
     }
     generation_.store(g, std::memory_order_release);
     generation_.notify_all();
@@ -92,8 +95,8 @@ struct pthreadpool {
         if (static_cast<uint32_t>(s >> 32) != g) return;
         uint64_t c = s & 0xffffffffu;
         // `end` may already be a later call's if this one finished meanwhile; the exchange below
-        // then fails, as the counter has moved on too.
-        if (c >= slot.end.load(std::memory_order_relaxed)) break;
+        // then fails, as the counter was moved on before the end was.
+        if (c >= slot.end.load(std::memory_order_acquire)) break;
         if (!slot.next.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) continue;
         // The call cannot finish before this chunk is counted done, so its fields are stable.
         size_t begin = c * chunk_, end = std::min(total_, begin + chunk_);
