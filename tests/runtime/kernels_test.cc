@@ -4,6 +4,7 @@
 #include <pthreadpool.h>
 
 #include <atomic>
+#include <thread>
 
 #include "ir/graph.h"
 #include "modex/runtime.h"
@@ -609,5 +610,36 @@ TEST(ThreadPool, EveryParallelizeFormVisitsEachItemOnce) {
       EXPECT_TRUE(g.all_once());
     }
     if (pool) pthreadpool_destroy(pool);
+  }
+}
+
+// Calls follow each other within microseconds in a network, while workers may still be scanning
+// the previous call's chunk ranges: every item of every call must run exactly once, also with
+// two threads calling into one pool.
+TEST(ThreadPool, BackToBackCallsRunEachItemOnce) {
+  struct Call {
+    std::vector<std::atomic<int>> hits;
+    explicit Call(size_t n) : hits(n) {}
+  };
+  for (size_t threads : {2, 3}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    pthreadpool_t pool = pthreadpool_create(threads);
+    auto run_calls = [pool](size_t calls, size_t seed) {
+      size_t wrong = 0;
+      for (size_t k = 0; k < calls; ++k) {
+        Call c(1 + (k * 7 + seed) % 53);
+        pthreadpool_parallelize_1d(pool, [](void* p, size_t i) { static_cast<Call*>(p)->hits[i].fetch_add(1); }, &c,
+                                   c.hits.size(), 0);
+        for (const auto& h : c.hits) wrong += h.load() != 1;
+      }
+      return wrong;
+    };
+    EXPECT_EQ(run_calls(20000, 0), 0u);
+    size_t other = 0;
+    std::thread second([&] { other = run_calls(5000, 3); });
+    EXPECT_EQ(run_calls(5000, 1), 0u);
+    second.join();
+    EXPECT_EQ(other, 0u);
+    pthreadpool_destroy(pool);
   }
 }
