@@ -292,7 +292,8 @@ TEST(XnnKernels, PoolingMatchesReference) {
   }
 }
 
-// The spatial mean (native on AVX2: 64-channel blocks as work items, vectors and a scalar tail).
+// The spatial mean (native on AVX2: bands of rows as work items, fewer or more rows than bands,
+// 64-channel blocks of vectors and a scalar tail).
 TEST(XnnKernels, GlobalMeanMatchesReference) {
   std::mt19937 rng(4);
   struct Case {
@@ -300,7 +301,8 @@ TEST(XnnKernels, GlobalMeanMatchesReference) {
     int threads;
   };
   for (bool keepdims : {true, false})
-    for (const Case& c : {Case{{3, 7, 9, 20}, 2}, Case{{1, 15, 15, 150}, 2}, Case{{2, 3, 2, 64}, 1}, Case{{1, 2, 2, 5}, 2}}) {
+    for (const Case& c : {Case{{3, 7, 9, 20}, 2}, Case{{1, 15, 15, 150}, 2}, Case{{2, 3, 2, 64}, 1}, Case{{1, 2, 2, 5}, 2},
+                          Case{{2, 40, 10, 72}, 2}, Case{{1, 40, 10, 72}, 3}}) {
       Graph g;
       ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(c.in[3]));
       // An NHWC op first so the graph is taken as NHWC.
