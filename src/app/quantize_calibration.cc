@@ -182,16 +182,9 @@ CalibrationResult calibrate(const quant::PreparedGraph& prepared, const std::vec
     if (progress) progress(done, total);
   }
   CalibrationResult r;
-  r.ranges = collector.ranges();
-  // Which values keep the extremes seen, whatever the method: see quant::keeps_full_range.
-  std::vector<std::string> full_range;
-  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphInput)) full_range = input_names;
-  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphOutput))
-    for (ir::ValueId o : prepared.graph.outputs()) full_range.push_back(prepared.graph.value(o).name);
-  for (const std::string& name : full_range) {
-    const quant::RangeObserver& obs = collector.observer(name);
-    if (obs.count()) r.ranges[name] = {obs.min(), obs.max()};
-  }
+  std::vector<std::string> graph_outputs;
+  for (ir::ValueId o : prepared.graph.outputs()) graph_outputs.push_back(prepared.graph.value(o).name);
+  r.ranges = collector.ranges(input_names, graph_outputs);
   r.images = done;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;

@@ -52,17 +52,10 @@ quant::RangeMap calibrate_qdq(const ir::Graph& g, const std::vector<Tensor>& bat
     done += batch.dim(0);
     if (progress) progress(done, total);
   }
-  quant::RangeMap ranges = collector.ranges();
-  // Which values keep the extremes seen: see quant::keeps_full_range (the logits stay float
-  // unless quantize_outputs).
-  std::vector<std::string> full_range;
-  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphInput)) full_range.push_back(input);
-  if (quant::keeps_full_range(observer.method, quant::ValueRole::kGraphOutput))
-    for (ir::ValueId o : g.outputs()) full_range.push_back(g.value(o).name);
-  for (const std::string& name : full_range) {
-    const quant::RangeObserver& obs = collector.observer(name);
-    if (obs.count()) ranges[name] = {obs.min(), obs.max()};
-  }
+  // The logits stay float unless quantize_outputs; their range follows the same rule.
+  std::vector<std::string> graph_outputs;
+  for (ir::ValueId o : g.outputs()) graph_outputs.push_back(g.value(o).name);
+  quant::RangeMap ranges = collector.ranges({input}, graph_outputs);
   for (const std::string& n : names)
     if (!ranges.count(n))
       throw Error("the engine did not return value '" + n + "'", ErrorKind::kInternal);

@@ -282,9 +282,19 @@ RangeObserver& RangeCollector::observer(const std::string& name) {
   return it->second;
 }
 
-RangeMap RangeCollector::ranges() const {
+RangeMap RangeCollector::ranges(const std::vector<std::string>& graph_inputs,
+                               const std::vector<std::string>& graph_outputs) const {
   RangeMap m;
   for (const auto& [name, obs] : observers_) m[name] = obs.range();
+  auto keep_extremes = [&](const std::vector<std::string>& names, ValueRole role) {
+    if (!keeps_full_range(options_.method, role)) return;
+    for (const std::string& name : names) {
+      auto it = observers_.find(name);
+      if (it != observers_.end() && it->second.count()) m[name] = {it->second.min(), it->second.max()};
+    }
+  };
+  keep_extremes(graph_inputs, ValueRole::kGraphInput);
+  keep_extremes(graph_outputs, ValueRole::kGraphOutput);
   return m;
 }
 

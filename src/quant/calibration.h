@@ -112,7 +112,10 @@ class RangeCollector {
   void observe(const std::string& name, std::span<const float> values, int64_t images = 1) {
     observer(name).observe(values, images);
   }
-  RangeMap ranges() const;
+  // Every observer's calibrated range, except that the named graph inputs and outputs get the
+  // extremes seen where keeps_full_range says so for this collector's method.
+  RangeMap ranges(const std::vector<std::string>& graph_inputs = {},
+                  const std::vector<std::string>& graph_outputs = {}) const;
   const ObserverOptions& options() const { return options_; }
 
  private:

@@ -259,6 +259,23 @@ TEST(Calibration, FullRangeRules) {
     EXPECT_FALSE(keeps_full_range(m, ValueRole::kOther));
 }
 
+TEST(Calibration, CollectorKeepsTheExtremesOfGraphInputsAndOutputsAsTheMethodSays) {
+  // 10 images of 4 values; image 9 blows up. At 90% image-percentile clips it everywhere but on
+  // the graph input; percentile keeps the graph output's extremes.
+  std::vector<float> batch;
+  for (int i = 0; i < 10; ++i)
+    for (int k = 0; k < 4; ++k) batch.push_back((i == 9 ? 100.0f : 1.0f) * static_cast<float>(k - 1));
+  for (CalibrationMethod m : {CalibrationMethod::kImagePercentile, CalibrationMethod::kPercentile}) {
+    RangeCollector c({.method = m});
+    for (const char* name : {"image", "hidden", "logits"}) c.observe(name, batch, 10);
+    RangeMap r = c.ranges({"image"}, {"logits"});
+    const bool image_pct = m == CalibrationMethod::kImagePercentile;
+    EXPECT_FLOAT_EQ(r["image"].max, image_pct ? 200.0f : r["hidden"].max);
+    EXPECT_FLOAT_EQ(r["logits"].max, image_pct ? 2.0f : 200.0f);
+    if (image_pct) EXPECT_FLOAT_EQ(r["hidden"].max, 2.0f);
+  }
+}
+
 TEST(Calibration, MethodNames) {
   EXPECT_EQ(parse_calibration_method("entropy"), CalibrationMethod::kEntropy);
   EXPECT_EQ(parse_calibration_method("image-percentile"), CalibrationMethod::kImagePercentile);
