@@ -17,7 +17,8 @@
 
 namespace modex {
 
-// Heap bytes: 64-byte aligned, or (allocate_movable) held in a std::string so that a writer
+// Heap bytes: 64-byte aligned (from 1 MiB on, whole 2 MiB-aligned pages that ask the kernel for
+// transparent huge pages, see allocate()), or (allocate_movable) held in a std::string so that a writer
 // can hand them to a protobuf `bytes` field without copying (16-byte aligned), or (allocate_lazy)
 // a movable buffer filled on first access.
 class Buffer {
@@ -49,6 +50,7 @@ class Buffer {
   void fill();
   uint8_t* data_;
   size_t size_;
+  size_t mapped_ = 0;                    // bytes mmap'ed at data_ (huge-page buffers), else 0
   std::unique_ptr<std::string> bytes_;  // set for movable buffers; data_ points into it
   std::function<void(uint8_t*)> fill_;  // lazy buffers, until filled
   std::once_flag fill_once_;

@@ -80,6 +80,22 @@ TEST(Tensor, CloneIsDeepAndUniqueTracksSharing) {
   EXPECT_EQ(t.data<float>()[0], 0.0f);
 }
 
+TEST(Buffer, LargeBuffersAreWholeAlignedPagesTheCallerCanFill) {
+  // 1 MiB and more come from a 2 MiB-aligned mapping (huge pages where the kernel grants them);
+  // every byte is usable, the sizes are kept exact, and freeing them (munmap) leaves the rest.
+  for (size_t bytes : {size_t{1} << 20, (size_t{2} << 20) - 64, size_t{2} << 20, (size_t{5} << 20) + 12345}) {
+    auto buf = Buffer::allocate(bytes);
+    ASSERT_EQ(buf->size(), bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(buf->data()) % 64, 0u);
+    std::memset(buf->data(), 0xA5, bytes);
+    EXPECT_EQ(buf->data()[0], 0xA5);
+    EXPECT_EQ(buf->data()[bytes - 1], 0xA5);
+  }
+  auto small = Buffer::allocate(1000);
+  std::memset(small->data(), 1, 1000);
+  EXPECT_EQ(small->data()[999], 1);
+}
+
 TEST(Buffer, LazyIsFilledOnFirstAccessOnly) {
   std::atomic<int> fills{0};
   auto lazy = Buffer::allocate_lazy(8, [&](uint8_t* out) {

@@ -241,6 +241,23 @@ void copy_into_bordered(const T* x, int64_t N, int64_t H, int64_t W, int64_t C, 
                   static_cast<size_t>(cols * C) * sizeof(T));
 }
 
+// A kernel's float scratch, grown (never shrunk) on setup, zero-filled when it grows; a Buffer,
+// so that megabytes of it sit on huge pages (Buffer::allocate).
+class Scratch {
+ public:
+  void resize(int64_t count) {
+    const size_t bytes = static_cast<size_t>(count) * sizeof(float);
+    if (buffer_ && buffer_->size() >= bytes) return;
+    buffer_ = Buffer::allocate(bytes);
+    std::memset(buffer_->data(), 0, bytes);
+  }
+  float* data() { return reinterpret_cast<float*>(buffer_->data()); }
+  const float* data() const { return reinterpret_cast<const float*>(buffer_->data()); }
+
+ private:
+  std::shared_ptr<Buffer> buffer_;
+};
+
 std::unique_ptr<Kernel> make_dense_conv(const ir::ConvAttrs& a, const Tensor& w, const Tensor* b, int64_t C);
 
 // The Winograd F(4x4, 3x3) convolution, or nullptr for the nodes it does not take.

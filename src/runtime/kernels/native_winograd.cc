@@ -164,8 +164,8 @@ class WinogradConv final : public Kernel {
     tiles_h_ = (OH_ + kTile - 1) / kTile;
     tiles_w_ = (OW_ + kTile - 1) / kTile;
     tiles_ = N_ * tiles_h_ * tiles_w_;
-    v_.resize(static_cast<size_t>(kPositions * tiles_ * ldv_));
-    m_.resize(static_cast<size_t>(kPositions * tiles_ * ldm_));
+    v_.resize(kPositions * tiles_ * ldv_);
+    m_.resize(kPositions * tiles_ * ldm_);
     // GEMM rows (tiles) per parallel item: a block of A at most ~256 KB, so it stays in L2 while
     // every panel of the position's U passes over it.
     block_rows_ = std::clamp<int64_t>((1 << 18) / (kc_ * 4) / kMr * kMr, kMr, 16 * kMr);
@@ -315,7 +315,7 @@ class WinogradConv final : public Kernel {
   Tensor x_, y_;
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, tiles_h_ = 0, tiles_w_ = 0, tiles_ = 0;
   int64_t block_rows_ = kMr, row_blocks_ = 0;
-  std::vector<float> v_, m_;  // V [36][tiles][ldv_] and M [36][tiles][ldm_]
+  native::Scratch v_, m_;  // V [36][tiles][ldv_] and M [36][tiles][ldm_]
 };
 
 }  // namespace
