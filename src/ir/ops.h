@@ -24,6 +24,10 @@ struct NoAttrs {
   bool operator==(const NoAttrs&) const = default;
 };
 
+// A Conv's optional fourth input, `residual` (the output's shape), is added to the convolution's
+// result before the activation: y = act(conv(x, w) + b + residual). Only the runtime writes it
+// (fusing a ResNet's Add into the convolution before it, so that the sum is made while the tile
+// is in cache); the readers never produce it and the writers refuse it.
 struct ConvAttrs {
   std::vector<int64_t> kernel;     // [kH, kW]
   std::vector<int64_t> strides{1, 1};

@@ -135,7 +135,7 @@ Dim product(const Shape& s, size_t from, size_t to) {
 }
 
 std::vector<OutputInfo> infer_conv(const Graph& g, const Node& n) {
-  expect_inputs(n, 2, 3);
+  expect_inputs(n, 2, 4);
   const auto& a = n.attr<ConvAttrs>();
   const Value& x = input(g, n, 0);
   const Value& w = input(g, n, 1);
@@ -172,6 +172,13 @@ std::vector<OutputInfo> infer_conv(const Graph& g, const Node& n) {
   for (size_t i = 0; i < k; ++i)
     out.push_back(spatial_out(n, x.shape[x_s + i], a.kernel[i], a.strides[i], a.pads[i], a.pads[i + k], a.dilations[i], false));
   if (nhwc) out.push_back(Dim::fixed(out_c));
+  if (has_input(n, 3)) {
+    const Value& r = input(g, n, 3);
+    bool ok = r.shape.size() == out.size() && r.dtype == x.dtype;
+    for (size_t i = 0; ok && i < out.size(); ++i) ok = dims_compatible(r.shape[i], out[i]);
+    if (!ok)
+      throw node_error(n, "residual input " + shape_to_string(r.shape) + " does not match the output " + shape_to_string(out));
+  }
   return {{x.dtype, out}};
 }
 

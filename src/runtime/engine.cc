@@ -461,6 +461,63 @@ void fuse_sigmoid_multiply(ir::Graph& g, bool quantized) {
   if (changed) g.compact();
 }
 
+// A ResNet's residual Add (and the ReLU fused into it) becomes the fourth input of the dense
+// convolution that produces one of its operands: the convolution's kernel adds the other operand
+// to each block of output while the block is in cache, instead of a separate pass reading two
+// tensors and writing a third (resnet50's 17 Adds took ~3.6 ms of 78 at 1 thread; fused, the
+// network measured 79.2 -> 78.2 ms, medians of 3 alternating runs: most of the cost is reading
+// the residual, which the fused kernel still does). The convolution must
+// be NHWC, dense (groups 1, the native kernels' case), without an activation of its own and its
+// output read only by the Add; the other operand must already exist when it runs (produced by an
+// earlier node: when both operands are such convolutions, the later one takes the Add), and both
+// shapes the same and known (static, or named dims such as a dynamic batch). Float graphs only;
+// the IR's writers never see the fourth input (ConvAttrs).
+void fuse_residual_add(ir::Graph& g) {
+  auto consumers = g.consumers();
+  bool changed = false;
+  for (size_t k = 0; k < g.nodes().size(); ++k) {
+    ir::Node& add = g.node(static_cast<ir::NodeId>(k));
+    if (add.dead || add.op != ir::OpKind::kAdd || add.inputs.size() != 2) continue;
+    const ir::ValueId out = add.outputs[0];
+    ir::NodeId best = -1;
+    size_t best_side = 0;
+    for (size_t s = 0; s < 2; ++s) {
+      const ir::ValueId v = add.inputs[s], other = add.inputs[1 - s];
+      if (v == ir::kNoValue || other == ir::kNoValue || v == other) break;
+      const ir::Value &vv = g.value(v), &ov = g.value(other);
+      // Equal shapes, every dim static or a named one (the same name is the same size): an
+      // unknown dim could be 1 at run time, and the Add would broadcast.
+      const bool known = std::all_of(vv.shape.begin(), vv.shape.end(),
+                                     [](const ir::Dim& d) { return d.is_static() || !d.symbol.empty(); });
+      if (vv.producer < 0 || ov.is_constant() || vv.dtype != DType::kFloat32 || ov.dtype != DType::kFloat32 ||
+          !known || vv.shape != g.value(out).shape || ov.shape != vv.shape ||
+          consumers[static_cast<size_t>(v)].size() != 1 || g.is_graph_output(v) || ov.producer >= vv.producer)
+        continue;
+      const ir::Node& conv = g.node(vv.producer);
+      if (conv.op != ir::OpKind::kConv || conv.inputs.size() > 3) continue;
+      const auto& a = conv.attr<ir::ConvAttrs>();
+      if (a.layout != ir::Layout::kNHWC || a.groups != 1 || a.activation != ir::Activation::kNone ||
+          !g.value(conv.inputs[1]).is_constant())
+        continue;
+      if (best < 0 || vv.producer > best) best = vv.producer, best_side = s;
+    }
+    if (best < 0) continue;
+    ir::Node& conv = g.node(best);
+    const ir::ValueId sum = add.inputs[best_side], residual = add.inputs[1 - best_side];
+    conv.inputs.resize(3, ir::kNoValue);  // an absent bias stays absent
+    conv.inputs.push_back(residual);
+    conv.attr<ir::ConvAttrs>().activation = add.attr<ir::BinaryAttrs>().activation;
+    const bool was_output = g.is_graph_output(out);
+    const std::string out_name = g.value(out).name;
+    g.replace_all_uses(out, sum);
+    add.dead = true;
+    if (was_output) g.set_output_name(sum, out_name);
+    consumers = g.consumers();
+    changed = true;
+  }
+  if (changed) g.compact();
+}
+
 }  // namespace
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -502,6 +559,7 @@ std::shared_ptr<Model> Model::from_graph(ir::Graph&& source, const ModelOptions&
     for (size_t i = 0; i < g.inputs().size(); ++i) nchw[i] = g.value(g.inputs()[i]).shape.size() == 4;
     passes::convert_to_nhwc(g, {.nchw_input = false});
   }
+  if (!quantized) fuse_residual_add(g);
   for (size_t v = 0; v < g.values().size(); ++v) {
     ir::Value& val = g.value(static_cast<ir::ValueId>(v));
     // Quantized constants (int8 weights, int32 biases) stay integers; the rest become float32.

@@ -47,9 +47,14 @@ struct ConvCase {
   std::string kernel;
 };
 
-Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f) {
+// `output`: the convolution is the graph's output. `fixed_size`: the input's height and width are
+// static (else named dims), its batch named either way.
+Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f, bool output = true,
+                 bool fixed_size = false) {
   Graph g;
-  ValueId x = g.add_input("x", DType::kFloat32, nhwc_input_shape(p.c));
+  ValueId x = g.add_input("x", DType::kFloat32,
+                          fixed_size ? Shape{Dim::named("batch"), Dim::fixed(p.h), Dim::fixed(p.w), Dim::fixed(p.c)}
+                                     : nhwc_input_shape(p.c));
   ConvAttrs a;
   a.kernel = {p.k, p.k};
   a.strides = {p.stride, p.stride};
@@ -60,7 +65,8 @@ Graph conv_graph(const ConvCase& p, std::mt19937& rng, float weight_scale = 0.5f
   a.layout = Layout::kNHWC;
   std::vector<ValueId> ins{x, g.add_constant("w", random_tensor({p.o, p.k, p.k, p.c / p.groups}, rng, -weight_scale, weight_scale))};
   if (p.bias) ins.push_back(g.add_constant("b", random_tensor({p.o}, rng)));
-  g.add_output(g.add_node1(OpKind::kConv, a, ins, "conv"));
+  const ValueId y = g.add_node1(OpKind::kConv, a, ins, "conv");
+  if (output) g.add_output(y);
   return g;
 }
 
@@ -230,6 +236,95 @@ TEST(NativeKernels, WinogradRebindsToDenseForSmallShapes) {
         const std::string& want = size * size >= variant.min_winograd_pixels ? variant.winograd : variant.kernel;
         EXPECT_EQ(names[0], want.substr(0, want.find('|')));
       }
+    }
+  }
+}
+
+// The engine fuses Add(conv, residual) (and its activation) into the dense convolution, whose
+// kernels add the residual per block of output: every path of the dense kernel (1x1 in place,
+// indirect rows, the padded stem, gathered dilated rows, the shared gather of few pixels at 2
+// threads), Winograd and its dense fallback, each activation (clamp and SiLU in the block, the
+// rest as a pass after), either operand order, and two convolutions feeding one Add (a ResNet
+// downsample: the later one takes it). Against the reference running the unfused graph, with the
+// engine left one kernel per convolution and no Add.
+TEST(NativeKernels, ResidualAddFusesIntoTheConvolution) {
+  struct ResidualCase {
+    ConvCase conv;
+    Activation act;  // the Add's
+    bool residual_first, second_conv;
+  };
+  for (const DenseVariant& variant : dense_variants()) {
+    const IsaLimit isa(variant.isa);
+    const std::string dense = variant.kernel, wino = variant.winograd;
+    std::vector<ResidualCase> cases = {
+        {{1, 9, 10, 40, 37, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense}, Activation::kRelu, false, false},
+        {{2, 9, 8, 32, 20, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kNone, true, dense}, Activation::kNone, true, false},
+        {{1, 20, 18, 3, 64, 7, 2, {3, 2, 2, 3}, 1, 1, Activation::kNone, true, dense}, Activation::kRelu6, false, false},
+        {{1, 13, 12, 4, 8, 5, 1, {4, 4, 4, 4}, 2, 1, Activation::kNone, true, dense}, Activation::kSilu, false, false},
+        {{1, 5, 5, 64, 72, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense}, Activation::kRelu, true, false},
+        {{1, 3, 3, 96, 136, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kNone, false, dense}, Activation::kHardSwish, false, false},
+        {{1, 18, 17, 24, 40, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino}, Activation::kRelu, false, false},
+        {{2, 17, 16, 16, 20, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, wino}, Activation::kSilu, true, false},
+        {{1, 7, 7, 64, 64, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense}, Activation::kRelu, false, false},
+        {{1, 16, 16, 24, 40, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense}, Activation::kRelu, false, true},
+        {{2, 14, 14, 16, 32, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kNone, false, dense}, Activation::kNone, true, true},
+    };
+    std::mt19937 rng(9);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE("case " + std::to_string(i) + ", " + variant.kernel);
+      const ResidualCase& rc = cases[i];
+      const ConvCase& p = rc.conv;
+      Graph g = conv_graph(p, rng, 0.5f, false, true);
+      const ValueId conv_out = *g.find_value("conv");
+      const int64_t oh = g.value(conv_out).shape[1].value, ow = g.value(conv_out).shape[2].value;
+      ValueId residual;
+      std::vector<Tensor> inputs{random_tensor({p.n, p.h, p.w, p.c}, rng)};
+      if (rc.second_conv) {  // a 1x1 convolution of the same input, with the first one's stride
+        ConvAttrs a;
+        a.kernel = {1, 1};
+        a.strides = {p.stride, p.stride};
+        a.layout = Layout::kNHWC;
+        residual = g.add_node1(OpKind::kConv, a, {g.inputs()[0], g.add_constant("w2", random_tensor({p.o, 1, 1, p.c}, rng, -0.5f, 0.5f))}, "conv2");
+      } else {
+        residual = g.add_input("r", DType::kFloat32, g.value(conv_out).shape);
+        inputs.push_back(random_tensor({p.n, oh, ow, p.o}, rng));
+      }
+      std::vector<ValueId> operands = rc.residual_first ? std::vector<ValueId>{residual, conv_out} : std::vector<ValueId>{conv_out, residual};
+      BinaryAttrs add_attrs;
+      add_attrs.activation = rc.act;
+      g.add_output(g.add_node1(OpKind::kAdd, add_attrs, operands, "add"));
+      const std::string& kernel = p.kernel == wino && oh * ow < variant.min_winograd_pixels ? dense : p.kernel;
+      const float tolerance = p.kernel == wino ? 1e-4f : kF32Tolerance;
+      expect_matches_reference(g, inputs, kernel, i % 2 ? 1 : 2, tolerance);
+      auto model = Model::from_graph(g, {.threads = 1});
+      model->run(inputs);
+      auto names = model->kernel_names();
+      ASSERT_FALSE(names.empty());
+      if (names[0] != "xnn_conv2d_nhwc_f32") {  // no AVX2: XNNPACK's convolution, and the Add stays
+        EXPECT_EQ(names.size(), rc.second_conv ? 2u : 1u);
+        for (const std::string& name : names) EXPECT_EQ(name.find("add"), std::string::npos) << name;
+      }
+    }
+  }
+}
+
+// The Add stays a node when the convolution's output is also read elsewhere (here: a graph
+// output), and when a dim is unknown (a dynamic height: the residual could broadcast).
+TEST(NativeKernels, ResidualAddIsNotFusedWhenUnsafe) {
+  std::mt19937 rng(10);
+  ConvCase p{1, 8, 8, 16, 16, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, ""};
+  for (bool fixed_size : {true, false}) {
+    Graph g = conv_graph(p, rng, 0.5f, /*output=*/fixed_size, fixed_size);
+    const ValueId conv_out = *g.find_value("conv");
+    const ValueId r = g.add_input("r", DType::kFloat32, {Dim::named("batch"), Dim::unknown(), Dim::fixed(8), Dim::fixed(16)});
+    g.add_output(g.add_node1(OpKind::kAdd, BinaryAttrs{}, {conv_out, r}, "add"));
+    for (int64_t rh : {8, 1}) {  // a residual of height 1 broadcasts
+      if (fixed_size && rh == 1) continue;
+      const std::vector<Tensor> inputs{random_tensor({1, 8, 8, 16}, rng), random_tensor({1, rh, 8, 16}, rng)};
+      expect_matches_reference(g, inputs, "");
+      auto model = Model::from_graph(g, {.threads = 1});
+      model->run(inputs);
+      EXPECT_EQ(model->kernel_names().size(), 2u);
     }
   }
 }

@@ -242,6 +242,7 @@ void require_nchw(const ir::Node& n, ir::Layout layout) {
 void emit_conv(Emitter& e, const ir::Node& n) {
   const auto& a = n.attr<ir::ConvAttrs>();
   require_nchw(n, a.layout);
+  if (n.inputs.size() > 3) throw write_error(n, "a convolution with a residual input is runtime-only; ONNX has none", ErrorKind::kInternal);
   auto* p = e.with_activation(n, "Conv", e.input_names(n), a.activation);
   Emitter::add_ints(p, "kernel_shape", a.kernel);
   Emitter::add_ints(p, "strides", a.strides);

@@ -813,6 +813,7 @@ void emit_conv(Exporter& e, const ir::Node& n) {
   require_nhwc(n, a.layout, a.kernel.size());
   const ir::Value& w = e.value(n.inputs[1]);
   if (!w.is_constant()) throw unsupported(n, "TFLite convolutions need constant filters");
+  if (n.inputs.size() > 3) throw unsupported(n, "a convolution with a residual input is runtime-only; TFLite has none");
   ValueShape xs = e.shape_of(n.inputs[0]);
   ValueShape ys = e.shape_of(n.outputs[0]);
   const int64_t in_channels = xs.dims[3];

@@ -53,6 +53,26 @@ __attribute__((target("avx2,fma"))) void native::silu_inplace(float* data, size_
   }
 }
 
+__attribute__((target("avx2,fma"))) void native::add_residual(float* y, const float* residual, int64_t ld,
+                                                              int64_t rows, int64_t cols, float lo, float hi,
+                                                              bool silu) {
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  for (int64_t r = 0; r < rows; ++r, y += ld, residual += ld) {
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      __m256 v = _mm256_add_ps(_mm256_loadu_ps(y + c), _mm256_loadu_ps(residual + c));
+      v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
+      _mm256_storeu_ps(y + c, silu ? silu_avx2(v) : v);
+    }
+    if (c < cols) {
+      const __m256i mask = lane_mask(cols - c);
+      __m256 v = _mm256_add_ps(_mm256_maskload_ps(y + c, mask), _mm256_maskload_ps(residual + c, mask));
+      v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
+      _mm256_maskstore_ps(y + c, mask, silu ? silu_avx2(v) : v);
+    }
+  }
+}
+
 namespace {
 
 // With AVX-512 VBMI: vpermi2b looks 64 bytes up in a 128-entry table (two registers) at once; the
@@ -208,6 +228,13 @@ class NativeConv final : public Kernel {
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
     y_ = out[0];
+    // With a residual input the micro-kernels store the plain sums and each block adds the
+    // residual and applies the activation right after, while its tile is still in cache.
+    residual_ = in.size() > 3 ? in[3] : Tensor();
+    const bool res = residual_.defined();
+    k_lo_ = res ? -xnn::kInf : lo_;
+    k_hi_ = res ? xnn::kInf : hi_;
+    k_silu_ = !res && silu_;
     N_ = x_.dim(0);
     H_ = x_.dim(1);
     W_ = x_.dim(2);
@@ -325,14 +352,20 @@ class NativeConv final : public Kernel {
     int64_t m0 = block * block_rows_, rows = std::min(block_rows_, M_ - m0);
     const float* packed = reinterpret_cast<const float*>(packed_->data());
     float* y = y_.data_mutable<float>() + m0 * O_;
-    if (indirect_) {
+    if (indirect_)
       run_block_indirect(m0, rows, p_begin, p_end, packed, y);
-      return;
-    }
-    if (padded_) {
+    else if (padded_)
       run_block_padded(m0, rows, p_begin, p_end, packed, y);
-      return;
+    else
+      run_block_gemm(m0, rows, p_begin, p_end, packed, y);
+    if (residual_.defined()) {
+      const int64_t col0 = p_begin * kNr, cols = std::min(p_end * kNr, O_) - col0;
+      native::add_residual(y + col0, residual_.data<float>() + m0 * O_ + col0, O_, rows, cols, lo_, hi_, silu_);
     }
+  }
+
+  // Gathered (or, for 1x1 stride-1 convolutions, in-place) A rows, K block by K block.
+  void run_block_gemm(int64_t m0, int64_t rows, int64_t p_begin, int64_t p_end, const float* packed, float* y) {
     const float* a;
     int64_t lda;
     if (direct_) {
@@ -360,7 +393,7 @@ class NativeConv final : public Kernel {
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
           Prefetch pf = next_panel_share(b, kc * step.panels, r, rows);
           step.kernel(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
-                      lo_, hi_, silu_, pf.at, pf.lines, 1, 0);
+                      k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
         }
         p += step.panels;
       }
@@ -385,7 +418,7 @@ class NativeConv final : public Kernel {
         for (int64_t i = 0; i < kMr; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
         Prefetch pf = next_panel_share(b, K_ * step.panels, r, rows);
         step.kernel(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, step.cols, true,
-                    lo_, hi_, silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
+                    k_lo_, k_hi_, k_silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
       }
       p += step.panels;
     }
@@ -440,7 +473,7 @@ class NativeConv final : public Kernel {
           for (int64_t i = 0; i < kMr; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
           Prefetch pf = next_panel_share(b, kc_ * step.panels, r, rows);
           step.kernel(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
-                      lo_, hi_, silu_, pf.at, pf.lines, 1, 0);
+                      k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
         }
         p += step.panels;
       }
@@ -455,8 +488,10 @@ class NativeConv final : public Kernel {
   std::vector<float> bias_;
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;
   bool direct_ = false, silu_ = false;
+  float k_lo_ = -xnn::kInf, k_hi_ = xnn::kInf;  // what the micro-kernels apply: none with a residual
+  bool k_silu_ = false;
   xnn::PostActivation post_;
-  Tensor x_, y_;
+  Tensor x_, y_, residual_;
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, M_ = 0, block_rows_ = kMr, blocks_ = 0;
   int64_t row_blocks_ = 0, col_groups_ = 1, panels_per_group_ = 0;
   bool shared_gather_ = false;

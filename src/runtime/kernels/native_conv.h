@@ -241,6 +241,11 @@ void copy_into_bordered(const T* x, int64_t N, int64_t H, int64_t W, int64_t C, 
                   static_cast<size_t>(cols * C) * sizeof(T));
 }
 
+// y[r][0, cols) = clamp(y[r] + residual[r], lo, hi) (then SiLU) for r < rows, both with row stride
+// ld: a convolution's fused residual Add, over a block of output it has just written.
+void add_residual(float* y, const float* residual, int64_t ld, int64_t rows, int64_t cols, float lo, float hi,
+                  bool silu);
+
 // A kernel's float scratch, grown (never shrunk) on setup, zero-filled when it grows; a Buffer,
 // so that megabytes of it sit on huge pages (Buffer::allocate).
 class Scratch {

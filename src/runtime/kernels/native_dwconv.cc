@@ -159,7 +159,9 @@ class NativeDwConv final : public Kernel {
 std::unique_ptr<Kernel> make_native_dwconv(const KernelRequest& req) {
   const ir::Node& n = req.node;
   const auto& a = n.attr<ir::ConvAttrs>();
-  if (!cpu_has_avx2_fma() || !xnn::available() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2) return nullptr;
+  if (!cpu_has_avx2_fma() || !xnn::available() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2 ||
+      n.inputs.size() > 3)  // no residual input (the engine fuses those into dense convolutions only)
+    return nullptr;
   const int64_t C = xnn::static_dim(req.graph, n.inputs[0], 3);
   if (C <= 0 || C % 8 != 0 || a.groups != C || a.dilations[0] != 1 || a.dilations[1] != 1) return nullptr;
   const ir::Value& w = req.graph.value(n.inputs[1]);

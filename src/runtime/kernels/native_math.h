@@ -68,6 +68,12 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 sigmoid_avx2(__
   return _mm256_div_ps(_mm256_set1_ps(1.0f), d);
 }
 
+// Lanes [0, n) set (n <= 8): masked loads and stores of a channel tail.
+__attribute__((target("avx2"))) inline __m256i lane_mask(int64_t n) {
+  alignas(32) static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bits + 8 - n));
+}
+
 // Whether this CPU runs the AVX2/FMA code (checked once).
 bool cpu_has_avx2_fma();
 

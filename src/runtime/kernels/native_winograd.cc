@@ -95,12 +95,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void output_transform(
   r[3] = _mm256_fmadd_ps(_mm256_set1_ps(8.0f), dif34, _mm256_add_ps(dif12, m[5]));
 }
 
-// Lanes [0, n) set (n <= 8): masked loads and stores of a channel tail.
-__attribute__((target("avx2"))) inline __m256i lane_mask(int64_t n) {
-  alignas(32) static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                               0,  0,  0,  0,  0,  0,  0,  0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bits + 8 - n));
-}
+using native::lane_mask;
 
 class WinogradConv final : public Kernel {
  public:
@@ -150,6 +145,7 @@ class WinogradConv final : public Kernel {
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
     y_ = out[0];
+    residual_ = in.size() > 3 ? in[3] : Tensor();
     N_ = x_.dim(0);
     H_ = x_.dim(1);
     W_ = x_.dim(2);
@@ -269,7 +265,9 @@ class WinogradConv final : public Kernel {
     int64_t rows = std::min(kTile, OH_ - oh0), cols = std::min(kTile, OW_ - ow0);
     const float* m = m_.data() + tile * ldm_;
     const int64_t pos_stride = tiles_ * ldm_;
-    float* y = y_.data_mutable<float>() + ((n * OH_ + oh0) * OW_ + ow0) * O_;
+    const int64_t at = ((n * OH_ + oh0) * OW_ + ow0) * O_;
+    float* y = y_.data_mutable<float>() + at;
+    const float* res = residual_.defined() ? residual_.data<float>() + at : nullptr;
     const __m256 vlo = _mm256_set1_ps(lo_), vhi = _mm256_set1_ps(hi_);
     for (int64_t o = 0; o < O_; o += 8) {
       const bool full = o + 8 <= O_;
@@ -288,9 +286,12 @@ class WinogradConv final : public Kernel {
         __m256 r[kTile];
         output_transform(s[i], r);
         for (int64_t j = 0; j < cols; ++j) {
-          __m256 out = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r[j], bias), vlo), vhi);
+          const int64_t off = (i * OW_ + j) * O_ + o;
+          __m256 out = _mm256_add_ps(r[j], bias);
+          if (res) out = _mm256_add_ps(out, full ? _mm256_loadu_ps(res + off) : _mm256_maskload_ps(res + off, mask));
+          out = _mm256_min_ps(_mm256_max_ps(out, vlo), vhi);
           if (silu_) out = native::silu_avx2(out);
-          float* dst = y + (i * OW_ + j) * O_ + o;
+          float* dst = y + off;
           if (full)
             _mm256_storeu_ps(dst, out);
           else
@@ -312,7 +313,7 @@ class WinogradConv final : public Kernel {
   xnn::PostActivation post_;
   std::unique_ptr<Kernel> dense_;
   bool dense_active_ = false;
-  Tensor x_, y_;
+  Tensor x_, y_, residual_;  // residual_: the fused Add's other input, added before the activation
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, tiles_h_ = 0, tiles_w_ = 0, tiles_ = 0;
   int64_t block_rows_ = kMr, row_blocks_ = 0;
   native::Scratch v_, m_;  // V [36][tiles][ldv_] and M [36][tiles][ldm_]

@@ -23,7 +23,7 @@ float apply_activation(ir::Activation a, float x) {
   return x;
 }
 
-void conv(const Tensor& x, const Tensor& w, const Tensor* b, const ir::ConvAttrs& a, Tensor& y) {
+void conv(const Tensor& x, const Tensor& w, const Tensor* b, const ir::ConvAttrs& a, Tensor& y, const Tensor* residual) {
   const bool nhwc = a.layout == ir::Layout::kNHWC;
   const Dims& out_shape = y.shape();
   const int64_t N = x.dim(0);
@@ -56,11 +56,10 @@ void conv(const Tensor& x, const Tensor& w, const Tensor* b, const ir::ConvAttrs
                 acc += static_cast<double>(xat(n, g * CG + ci, ih, iw)) * wat(o, ci, kh, kw);
               }
             }
-          float v = apply_activation(a.activation, static_cast<float>(acc));
-          if (nhwc)
-            yd[((n * OH + oh) * OW + ow) * O + o] = v;
-          else
-            yd[((n * O + o) * OH + oh) * OW + ow] = v;
+          const int64_t at = nhwc ? ((n * OH + oh) * OW + ow) * O + o : ((n * O + o) * OH + oh) * OW + ow;
+          float v = static_cast<float>(acc);
+          if (residual) v += residual->data<float>()[at];  // as the Add it replaces: float + float
+          yd[at] = apply_activation(a.activation, v);
         }
     }
 }
@@ -329,7 +328,7 @@ void copy(const Tensor& x, Tensor& y) {
 void run_node(const ir::Node& n, std::span<const Tensor> in, Tensor& y) {
   auto opt = [&](size_t i) -> const Tensor* { return i < in.size() && in[i].defined() ? &in[i] : nullptr; };
   switch (n.op) {
-    case OpKind::kConv: conv(in[0], in[1], opt(2), n.attr<ir::ConvAttrs>(), y); return;
+    case OpKind::kConv: conv(in[0], in[1], opt(2), n.attr<ir::ConvAttrs>(), y, opt(3)); return;
     case OpKind::kBatchNorm: batch_norm(in[0], in[1], in[2], in[3], in[4], n.attr<ir::BatchNormAttrs>().epsilon, y); return;
     case OpKind::kGemm: gemm(in[0], in[1], opt(2), n.attr<ir::GemmAttrs>().activation, y); return;
     case OpKind::kMatMul: matmul(in[0], in[1], y); return;

@@ -12,7 +12,9 @@ namespace modex::runtime::ref {
 
 float apply_activation(ir::Activation a, float x);
 
-void conv(const Tensor& x, const Tensor& w, const Tensor* b, const ir::ConvAttrs& a, Tensor& y);
+// residual (optional, y's shape): added to the rounded convolution before the activation.
+void conv(const Tensor& x, const Tensor& w, const Tensor* b, const ir::ConvAttrs& a, Tensor& y,
+          const Tensor* residual = nullptr);
 void pool(const Tensor& x, const ir::PoolAttrs& a, bool max, Tensor& y);
 void gemm(const Tensor& x, const Tensor& w, const Tensor* b, ir::Activation act, Tensor& y);
 // numpy matmul (1-D operands promoted, batch dims broadcast).

@@ -37,7 +37,8 @@ class XnnConv final : public Kernel {
 std::unique_ptr<Kernel> make_conv(const KernelRequest& req) {
   const ir::Node& n = req.node;
   const auto& a = n.attr<ir::ConvAttrs>();
-  if (!xnn::available() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2) return nullptr;
+  // No residual input: XNNPACK's convolution has no summand (the reference kernel takes those).
+  if (!xnn::available() || a.layout != ir::Layout::kNHWC || a.kernel.size() != 2 || n.inputs.size() > 3) return nullptr;
   const ir::Value& w = req.graph.value(n.inputs[1]);
   const ir::Value* b = n.inputs.size() > 2 && n.inputs[2] != ir::kNoValue ? &req.graph.value(n.inputs[2]) : nullptr;
   if (!w.is_constant() || (b && !b->is_constant())) return nullptr;
