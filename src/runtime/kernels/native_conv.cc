@@ -153,6 +153,7 @@ namespace {
 using native::cpu_has_avx2_fma;
 
 using native::kKc;
+using native::kMaxMr;
 using native::kMr;
 using native::kNr;
 using native::next_panel_share;
@@ -246,7 +247,10 @@ class NativeConv final : public Kernel {
     // output channels are split too, and the rows are gathered once into a shared buffer first
     // (instead of by every column group).
     int64_t threads = ctx.pool ? static_cast<int64_t>(pthreadpool_get_threads_count(ctx.pool)) : 1;
-    block_rows_ = std::clamp<int64_t>((1 << 20) / (K_ * 4) / kMr * kMr, kMr, 16 * kMr);
+    // The blocks are balanced (49 rows at K = 4608 are one block of 60, not 48 + 1: each block
+    // streams all the weights, from memory in the late layers).
+    const int64_t strip = native::strip_rows(avx512_);
+    block_rows_ = native::balanced_block_rows(M_, std::clamp<int64_t>((1 << 20) / (K_ * 4), strip, 96), strip);
     int64_t row_blocks = (M_ + block_rows_ - 1) / block_rows_;
     col_groups_ = 1;
     if (threads > 1 && row_blocks < 4 * threads) {
@@ -254,7 +258,7 @@ class NativeConv final : public Kernel {
         col_groups_ = std::min(panels_, (4 * threads + row_blocks - 1) / row_blocks);
       } else {
         int64_t per_thread = (M_ + 2 * threads - 1) / (2 * threads);
-        block_rows_ = std::min(block_rows_, std::max(kMr, (per_thread + kMr - 1) / kMr * kMr));
+        block_rows_ = std::min(block_rows_, std::max(strip, (per_thread + strip - 1) / strip * strip));
         row_blocks = (M_ + block_rows_ - 1) / block_rows_;
       }
     }
@@ -387,12 +391,12 @@ class NativeConv final : public Kernel {
       for (int64_t p = p_begin; p < p_end;) {
         const PanelStep step = panel_step(avx512_, p, p_end, O_);
         const float* b = packed + k0 * panels_ * kNr + p * kc * kNr;
-        for (int64_t r = 0; r < rows; r += kMr) {
-          int64_t mr = std::min(kMr, rows - r);
-          const float* rowp[kMr];
-          for (int64_t i = 0; i < kMr; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
-          Prefetch pf = next_panel_share(b, kc * step.panels, r, rows);
-          step.kernel(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
+        for (int64_t r = 0; r < rows; r += step.rows) {
+          int64_t mr = std::min(step.rows, rows - r);
+          const float* rowp[kMaxMr];
+          for (int64_t i = 0; i < step.rows; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
+          Prefetch pf = next_panel_share(b, kc * step.panels, r, rows, step.rows);
+          step.for_rows(mr)(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
                       k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
         }
         p += step.panels;
@@ -412,12 +416,12 @@ class NativeConv final : public Kernel {
                              : row_len == 21 ? panel_step<21>(avx512_, p, p_end, O_)
                                              : panel_step(avx512_, p, p_end, O_);
       const float* b = packed + p * K_ * kNr;
-      for (int64_t r = 0; r < rows; r += kMr) {
-        int64_t mr = std::min(kMr, rows - r);
-        const float* rowp[kMr];
-        for (int64_t i = 0; i < kMr; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
-        Prefetch pf = next_panel_share(b, K_ * step.panels, r, rows);
-        step.kernel(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, step.cols, true,
+      for (int64_t r = 0; r < rows; r += step.rows) {
+        int64_t mr = std::min(step.rows, rows - r);
+        const float* rowp[kMaxMr];
+        for (int64_t i = 0; i < step.rows; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
+        Prefetch pf = next_panel_share(b, K_ * step.panels, r, rows, step.rows);
+        step.for_rows(mr)(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, step.cols, true,
                     k_lo_, k_hi_, k_silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
       }
       p += step.panels;
@@ -467,12 +471,12 @@ class NativeConv final : public Kernel {
       for (int64_t p = p_begin; p < p_end;) {
         const PanelStep step = panel_step(avx512_, p, p_end, O_);
         const float* b = packed + k0 * panels_ * kNr + p * kc_ * kNr;
-        for (int64_t r = 0; r < rows; r += kMr) {
-          int64_t mr = std::min(kMr, rows - r);
-          const float* rowp[kMr];
-          for (int64_t i = 0; i < kMr; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
-          Prefetch pf = next_panel_share(b, kc_ * step.panels, r, rows);
-          step.kernel(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
+        for (int64_t r = 0; r < rows; r += step.rows) {
+          int64_t mr = std::min(step.rows, rows - r);
+          const float* rowp[kMaxMr];
+          for (int64_t i = 0; i < step.rows; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
+          Prefetch pf = next_panel_share(b, kc_ * step.panels, r, rows, step.rows);
+          step.for_rows(mr)(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
                       k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
         }
         p += step.panels;

@@ -18,7 +18,9 @@
 
 namespace modex::runtime::native {
 
-inline constexpr int64_t kMr = 6, kNr = 16;
+// Rows of the AVX2 micro-kernel's tile and of the AVX-512 one's (a strip of A), the most of either
+// (callers' row-pointer arrays), and the columns of a panel.
+inline constexpr int64_t kMr = 6, kMrAvx512 = 12, kMaxMr = 12, kNr = 16;
 // Deepest K block: a 6-row A strip (12 KB) and a 16-column B panel (32 KB) of this depth stay in
 // L1/L2. K is split into equal blocks no deeper than this (576 -> 2 x 288, not 512 + 64), so no
 // block runs a short, overhead-dominated loop. (Measured on resnet18 at 1 thread: 512 and 384 about
@@ -120,13 +122,15 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
   }
 }
 
-// The AVX-512 micro-kernel: micro_kernel_6x16's contract over kPanels (1 or 2) adjacent 16-column
-// panels, one zmm per row and panel (12 accumulators for two). Panel j's rows start at
-// b + j * segments * K * 16 (the packed layout puts a K block's panels one after the other), and
-// pf_lines counts 16-float lines (kPanels per k). Why two panels: each broadcast A value then
-// feeds two FMAs, so the loads stay well under the two FMA ports' rate; columns past `cols`
-// (a partial last panel) are masked out of the loads and stores.
-template <int kPanels, int kFixedK = 0>
+// The AVX-512 micro-kernel: micro_kernel_6x16's contract for kRows (kMrAvx512) rows over
+// kPanels (1 or 2) adjacent 16-column panels, one zmm per row and panel (24 accumulators for two).
+// Panel j's rows start at b + j * segments * K * 16 (the packed layout puts a K block's panels one
+// after the other), and pf_lines counts 16-float lines (kPanels per k). Why 12 rows of two panels:
+// per k, 2 loads of B and 12 broadcasts of A feed 24 FMAs, so B (read from L2 when its panels
+// outgrow L1) streams at half the rate of the 6-row tile (measured on this kernel's GEMMs alone:
+// 1x1 K = 64 121 -> 136 GFLOP/s, K = 2304 132 -> 148, one core of a Xeon with AVX-512). Columns
+// past `cols` (a partial last panel) are masked out of the loads and stores.
+template <int kPanels, int kFixedK = 0, int kRows = kMrAvx512>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_kernel_avx512(
     int64_t K, const float* const* a, const float* b, const float* bias, bool accumulate, float* c, int64_t ldc,
     int64_t rows, int64_t cols, bool last, float lo, float hi, bool silu, const float* pf, int64_t pf_lines,
@@ -136,19 +140,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
   __mmask16 mask[kPanels];
   for (int j = 0; j < kPanels; ++j)
     mask[j] = static_cast<__mmask16>((1u << std::clamp<int64_t>(cols - j * kNr, 0, kNr)) - 1);
-  __m512 acc[kMr][kPanels];
-#pragma GCC unroll 6
-  for (int r = 0; r < kMr; ++r) {
+  __m512 acc[kRows][kPanels];
+#pragma GCC unroll 12
+  for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 2
     for (int j = 0; j < kPanels; ++j)
       acc[r][j] = !accumulate ? _mm512_loadu_ps(bias + j * kNr)
                   : r < rows  ? _mm512_maskz_loadu_ps(mask[j], c + r * ldc + j * kNr)
                               : _mm512_setzero_ps();
   }
-  const float* ar[kMr];
-  for (int r = 0; r < kMr; ++r) ar[r] = a[r];
+  const float* ar[kRows];
+  for (int r = 0; r < kRows; ++r) ar[r] = a[r];
   for (int64_t s = 0; s < segments; ++s) {
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int64_t k = 0; k < K; ++k) {
       if (k * kPanels < pf_lines) {
         for (int j = 0; j < kPanels; ++j)
@@ -156,8 +160,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
       }
       __m512 bv[kPanels];
       for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + j * panel_stride + k * kNr);
-#pragma GCC unroll 6
-      for (int r = 0; r < kMr; ++r) {
+#pragma GCC unroll 12
+      for (int r = 0; r < kRows; ++r) {
         const __m512 v = _mm512_set1_ps(ar[r][k]);
         for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(v, bv[j], acc[r][j]);
       }
@@ -165,13 +169,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     b += K * kNr;
     pf += K * kNr * kPanels;
     pf_lines -= K * kPanels;
-    for (int r = 0; r < kMr; ++r) ar[r] += segment_stride;
+    for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
   }
   if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
   // Constant indices (the loop unrolled), so that the accumulators stay in registers.
-#pragma GCC unroll 6
-  for (int r = 0; r < kMr; ++r) {
+#pragma GCC unroll 12
+  for (int r = 0; r < kRows; ++r) {
     if (r == rows) break;
     for (int j = 0; j < kPanels; ++j) {
       __m512 y = _mm512_min_ps(_mm512_max_ps(acc[r][j], vlo), vhi);
@@ -185,22 +189,37 @@ using MicroKernel = void (*)(int64_t K, const float* const* a, const float* b, c
                              float* c, int64_t ldc, int64_t rows, int64_t cols, bool last, float lo, float hi,
                              bool silu, const float* pf, int64_t pf_lines, int64_t segments, int64_t segment_stride);
 
-// One step of a GEMM over the panels [p, end): the micro-kernel, how many panels it covers and
-// their real columns (of O). AVX-512 takes panel pairs (a single one last when the count is odd);
-// AVX2 one panel, its narrow variant when at most 8 columns are real.
+// One step of a GEMM over the panels [p, end): the micro-kernel, how many panels it covers, their
+// real columns (of O) and the rows of its strip. AVX-512 takes panel pairs (a single one last when
+// the count is odd) in strips of 12 rows; AVX2 one panel, its narrow variant when at most 8 columns
+// are real, in strips of 6.
 struct PanelStep {
   MicroKernel kernel;
-  int64_t panels, cols;
+  int64_t panels, cols, rows;
+  MicroKernel short_kernel;  // for a strip of at most kMr rows (the block's last): the 6-row tile
+  MicroKernel for_rows(int64_t mr) const { return mr <= kMr ? short_kernel : kernel; }
 };
 template <int kFixedK = 0>
 PanelStep panel_step(bool avx512, int64_t p, int64_t end, int64_t O) {
   if (avx512) {
     const int64_t panels = std::min<int64_t>(2, end - p);
     return {panels == 2 ? micro_kernel_avx512<2, kFixedK> : micro_kernel_avx512<1, kFixedK>, panels,
-            std::min(panels * kNr, O - p * kNr)};
+            std::min(panels * kNr, O - p * kNr), kMrAvx512,
+            panels == 2 ? micro_kernel_avx512<2, kFixedK, kMr> : micro_kernel_avx512<1, kFixedK, kMr>};
   }
   const int64_t cols = std::min(kNr, O - p * kNr);
-  return {cols > 8 ? micro_kernel_6x16<true, kFixedK> : micro_kernel_6x16<false, kFixedK>, 1, cols};
+  const MicroKernel k = cols > 8 ? micro_kernel_6x16<true, kFixedK> : micro_kernel_6x16<false, kFixedK>;
+  return {k, 1, cols, kMr, k};
+}
+
+// Rows of a strip on this ISA: block sizes are whole strips.
+inline int64_t strip_rows(bool avx512) { return avx512 ? kMrAvx512 : kMr; }
+
+// Rows per block for M rows in blocks of about `most` rows: as few blocks as `most` allows, of
+// equal size rounded up to whole strips (so no block is a short remainder).
+inline int64_t balanced_block_rows(int64_t M, int64_t most, int64_t strip) {
+  const int64_t blocks = std::max<int64_t>(1, (M + most - 1) / most), per = (M + blocks - 1) / blocks;
+  return std::max(strip, (per + strip - 1) / strip * strip);
 }
 
 // The strip starting at row r prefetches its share of the packed B after the `span` rows at b
@@ -211,8 +230,8 @@ struct Prefetch {
   const float* at;
   int64_t lines;
 };
-inline Prefetch next_panel_share(const float* b, int64_t span, int64_t r, int64_t rows) {
-  int64_t strips = (rows + kMr - 1) / kMr, share = (span + strips - 1) / strips, first = r / kMr * share;
+inline Prefetch next_panel_share(const float* b, int64_t span, int64_t r, int64_t rows, int64_t strip = kMr) {
+  int64_t strips = (rows + strip - 1) / strip, share = (span + strips - 1) / strips, first = r / strip * share;
   return {b + (span + first) * kNr, std::clamp<int64_t>(span - first, 0, share)};
 }
 
