@@ -1,5 +1,5 @@
 // Dense (groups = 1) NHWC convolution as an implicit GEMM with an AVX2/FMA 6x16 micro-kernel, or
-// where the CPU has AVX-512 (and no limit excludes it) an AVX-512 6x32 one over panel pairs.
+// where the CPU has AVX-512 (and no limit excludes it) an AVX-512 12x32 one over panel pairs.
 //
 // Why not XNNPACK here: Debian's libXNNPACK (0.0~git20220216) is compiled so that its f32 5x16
 // FMA3 igemm micro-kernel keeps one accumulator on the stack (a store-to-load dependency in the
@@ -263,7 +263,7 @@ class NativeConv final : public Kernel {
       }
     }
     panels_per_group_ = (panels_ + col_groups_ - 1) / col_groups_;
-    if (avx512_) panels_per_group_ += panels_per_group_ % 2;  // whole pairs for the 6x32 kernel
+    if (avx512_) panels_per_group_ += panels_per_group_ % 2;  // whole pairs for the 12x32 kernel
     col_groups_ = (panels_ + panels_per_group_ - 1) / panels_per_group_;
     row_blocks_ = row_blocks;
     blocks_ = row_blocks_ * col_groups_;
@@ -487,7 +487,7 @@ class NativeConv final : public Kernel {
   ir::ConvAttrs attrs_;
   int64_t C_, O_ = 0, K_ = 0, kc_ = 1, panels_ = 0, segment_ = 0;
   bool indirect_ = false, padded_ = false;
-  bool avx512_;  // the 6x32 AVX-512 micro-kernel over panel pairs, else the AVX2 6x16 one
+  bool avx512_;  // the 12x32 AVX-512 micro-kernel over panel pairs, else the AVX2 6x16 one
   std::shared_ptr<Buffer> packed_;
   std::vector<float> bias_;
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;

@@ -1,6 +1,7 @@
 // The dense convolution's GEMM pieces, shared with the Winograd kernel (native_winograd.cc): the
-// AVX2/FMA 6x16 and AVX-512 6x32 micro-kernels, their blocking constants and B-panel prefetch,
-// the choice of kernel per panel step, and the factories of both kernels.
+// AVX2/FMA 6x16 and AVX-512 12x32 (6x32 for short strips) micro-kernels, their blocking constants
+// and B-panel prefetch, the choice of kernel per panel step, the fused residual add, the kernels'
+// scratch, and the factories of both kernels.
 // Callers must check the CPU (native::cpu_has_avx2_fma, native::isa_enabled(Isa::kAvx512)) before
 // calling a micro-kernel.
 #pragma once

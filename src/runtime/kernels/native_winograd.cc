@@ -5,7 +5,7 @@
 // the 6x6 input tile d around it; summed over input channels, the element-wise product becomes 36
 // independent GEMMs [tiles x C] · [C x O], one per position of the 6x6 transform: 36 multiplies per
 // 16 outputs and channel pair instead of 144. U = G g G^T is computed once (in double) and packed
-// like the dense kernel's B, so the GEMMs run on its micro-kernels (AVX2 6x16 or AVX-512 6x32).
+// like the dense kernel's B, so the GEMMs run on its micro-kernels (AVX2 6x16 or AVX-512 12x32).
 //
 // Per run, three parallel phases through scratch the kernel holds for its bound shape: the input
 // transform of every tile of the zero-padded input into V [36][tiles][C], the GEMMs into
@@ -305,7 +305,7 @@ class WinogradConv final : public Kernel {
   ir::ConvAttrs attrs_;
   Tensor w_, b_;  // kept for the dense kernel small bound shapes get
   int64_t C_, O_;
-  bool avx512_;  // GEMMs on the AVX-512 6x32 micro-kernel, else the AVX2 6x16 one
+  bool avx512_;  // GEMMs on the AVX-512 12x32 micro-kernel, else the AVX2 6x16 one
   int64_t kc_ = 1, panels_ = 0, ldm_ = 0, ldv_ = 0;
   std::shared_ptr<Buffer> packed_;  // U: per position, the dense kernel's panel layout
   std::vector<float> bias_;         // padded to ldm_
