@@ -68,6 +68,12 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
     c40 = _mm256_load_ps(init[4]), c41 = _mm256_load_ps(init[4] + 8);
     c50 = _mm256_load_ps(init[5]), c51 = _mm256_load_ps(init[5] + 8);
   }
+  if (!accumulate) {  // as micro_kernel_avx512: the tile's lines asked for with intent to write
+    for (int64_t r = 0; r < rows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_ET0);
+      if (kWide) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 8), _MM_HINT_ET0);
+    }
+  }
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   if constexpr (kFixedK > 0) K = kFixedK;
   for (int64_t s = 0; s < segments; ++s) {
@@ -152,6 +158,16 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
   }
   const float* ar[kRows];
   for (int r = 0; r < kRows; ++r) ar[r] = a[r];
+  // The tile's first write (a K block before it has read it): its lines are asked for with intent
+  // to write now, so that the stores at the end do not wait for them (a network's outputs are
+  // rarely in cache: resnet50 at 1 thread 76.2 -> 71.2 ms, mobilenet_v2 8.55 -> 7.97).
+  if (!accumulate) {
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows; ++r) {
+      if (r == rows) break;
+      for (int j = 0; j < kPanels; ++j) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + j * kNr), _MM_HINT_ET0);
+    }
+  }
   for (int64_t s = 0; s < segments; ++s) {
 #pragma GCC unroll 4
     for (int64_t k = 0; k < K; ++k) {
