@@ -288,6 +288,24 @@ class NativeConv final : public Kernel {
     if (padded_)
       native::copy_into_bordered(x_.data<float>(), N_, H_, W_, C_, padded_input_.data(), Hp_, Wp_, attrs_.pads[0],
                                  attrs_.pads[1]);
+    if (indirect_ && col_groups_ > 1) {
+      // One table for every column group (each built its own before: resnet50's 14x14 layers
+      // copied each border window 8 times at 2 threads). The calling thread's buffers, as below.
+      thread_local std::vector<const float*> table;
+      thread_local std::vector<float> edges;
+      table.resize(static_cast<size_t>(M_ * (K_ / kc_)));
+      if (edges.size() < static_cast<size_t>(M_ * K_)) edges.resize(static_cast<size_t>(M_ * K_));
+      shared_table_ = table.data();
+      shared_edges_ = edges.data();
+      parallel(ctx, (M_ + kGatherRows - 1) / kGatherRows, [](void* self, size_t i) {
+        auto* k = static_cast<NativeConv*>(self);
+        int64_t m0 = static_cast<int64_t>(i) * kGatherRows;
+        k->build_table(m0, std::min(kGatherRows, k->M_ - m0), k->shared_table_ + m0 * (k->K_ / k->kc_),
+                       k->shared_edges_ + m0 * k->K_);
+      }, this);
+    } else {
+      shared_table_ = nullptr;
+    }
     if (shared_gather_) {
       // The calling thread's buffer: concurrent runs of one model use different threads.
       thread_local std::vector<float> shared;
@@ -434,16 +452,13 @@ class NativeConv final : public Kernel {
     }
   }
 
-  // One K block per table column: row pointers into the input (or into zero-padded copies of the
-  // border windows), so no interior row is copied.
-  void run_block_indirect(int64_t m0, int64_t rows, int64_t p_begin, int64_t p_end, const float* packed, float* y) {
+  // The indirect mode's table for output rows [m0, m0 + rows): [rows][k_blocks] pointers to each
+  // K block of each row's A, into the input, or for windows crossing the border into a
+  // zero-padded copy made in edges (row r at edges + r * K_).
+  void build_table(int64_t m0, int64_t rows, const float** table, float* edges) const {
     const ir::ConvAttrs& a = attrs_;
     const int64_t k_blocks = K_ / kc_, splits = segment_ / kc_, KW = a.kernel[1];
-    thread_local std::vector<const float*> table;
-    thread_local std::vector<float> edges;
-    table.resize(static_cast<size_t>(rows * k_blocks));
     const float* xd = x_.data<float>();
-    float* edge = nullptr;
     for (int64_t r = 0; r < rows; ++r) {
       int64_t m = m0 + r, n = m / (OH_ * OW_), rem = m % (OH_ * OW_), oh = rem / OW_, ow = rem % OW_;
       int64_t iw0 = ow * a.strides[1] - a.pads[1];
@@ -453,11 +468,7 @@ class NativeConv final : public Kernel {
         if (ih >= 0 && ih < H_ && iw0 >= 0 && iw0 + KW <= W_) {
           seg = xd + ((n * H_ + ih) * W_ + iw0) * C_;
         } else {
-          if (!edge) {
-            if (edges.size() < static_cast<size_t>(block_rows_ * K_)) edges.resize(static_cast<size_t>(block_rows_ * K_));
-            edge = edges.data();
-          }
-          float* dst = edge + r * K_ + kh * segment_;
+          float* dst = edges + r * K_ + kh * segment_;
           int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
           if (ih < 0 || ih >= H_ || lo >= hi) {
             std::fill_n(dst, segment_, 0.0f);
@@ -468,8 +479,26 @@ class NativeConv final : public Kernel {
           }
           seg = dst;
         }
-        for (int64_t s = 0; s < splits; ++s) table[static_cast<size_t>(r * k_blocks + kh * splits + s)] = seg + s * kc_;
+        for (int64_t s = 0; s < splits; ++s) table[r * k_blocks + kh * splits + s] = seg + s * kc_;
       }
+    }
+  }
+
+  // One K block per table column: row pointers into the input (or into zero-padded copies of the
+  // border windows), so no interior row is copied. With the output channels split among items
+  // (few rows, several threads) the table is built once per run, shared.
+  void run_block_indirect(int64_t m0, int64_t rows, int64_t p_begin, int64_t p_end, const float* packed, float* y) {
+    const int64_t k_blocks = K_ / kc_;
+    const float* const* table;
+    if (shared_table_) {
+      table = shared_table_ + m0 * k_blocks;
+    } else {
+      thread_local std::vector<const float*> own;
+      thread_local std::vector<float> edges;
+      own.resize(static_cast<size_t>(rows * k_blocks));
+      if (edges.size() < static_cast<size_t>(rows * K_)) edges.resize(static_cast<size_t>(rows * K_));
+      build_table(m0, rows, own.data(), edges.data());
+      table = own.data();
     }
     for (int64_t kb = 0; kb < k_blocks; ++kb) {
       int64_t k0 = kb * kc_;
@@ -506,6 +535,8 @@ class NativeConv final : public Kernel {
   int64_t row_blocks_ = 0, col_groups_ = 1, panels_per_group_ = 0;
   bool shared_gather_ = false;
   float* gathered_ = nullptr;        // shared_gather_: M x K rows, valid during run()
+  const float** shared_table_ = nullptr;  // indirect_ with column groups: M x k-blocks, during run()
+  float* shared_edges_ = nullptr;         // its border windows' copies (row m at m * K_)
   int64_t Hp_ = 0, Wp_ = 0;          // padded_: the zero-padded input's height and width
   std::vector<float> padded_input_;  // padded_: [N, Hp, Wp, C]
 };
