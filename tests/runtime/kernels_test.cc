@@ -119,14 +119,16 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
         {1, 6, 7, 120, 18, 5, 1, {2, 2, 2, 2}, 1, 1, Activation::kNone, true, dense},
         {1, 10, 10, 64, 16, 1, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
         {3, 5, 6, 64, 33, 3, 1, {2, 0, 0, 2}, 1, 1, Activation::kSilu, true, dense},
-        // Padded (kernel rows read from a zero-padded copy of the input): the 3x3 and 7x7 stems over
-        // 3 channels (fixed 9- and 21-float rows), windows stopping short of the last input row and
-        // column, pads wider than the stride, a 5-channel input, O off the 16-column panels.
+        // Padded (kernel rows read in place, border windows from zero-padded copies with the input's
+        // row stride): the 3x3 and 7x7 stems over 3 channels (fixed 9- and 21-float rows), windows
+        // stopping short of the last input row and column, pads wider than the stride, a 5-channel
+        // input, O off the 16-column panels, an input narrower than the kernel (no window inside).
         {2, 17, 15, 3, 32, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kSilu, true, dense},
         {1, 20, 18, 3, 64, 7, 2, {3, 2, 2, 3}, 1, 1, Activation::kRelu, true, dense},
         {1, 10, 11, 5, 20, 3, 2, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
         {1, 6, 6, 3, 8, 3, 2, {2, 2, 2, 2}, 1, 1, Activation::kRelu6, true, dense},
         {2, 9, 7, 3, 24, 7, 1, {3, 3, 3, 3}, 1, 1, Activation::kNone, false, dense},
+        {1, 5, 4, 3, 16, 7, 1, {3, 3, 3, 3}, 1, 1, Activation::kRelu, true, dense},  // narrower than the kernel
         // Depthwise (native for channels in multiples of 8, unit dilation): blocks of four interior
         // pixels and the rest, borders on both sides, all-border tiny inputs, stride 2 with
         // asymmetric pads, a 7-wide kernel (the generic path), activations fused or after.
