@@ -132,7 +132,10 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
 // The AVX-512 micro-kernel: micro_kernel_6x16's contract for kRows (kMrAvx512) rows over
 // kPanels (1 or 2) adjacent 16-column panels, one zmm per row and panel (24 accumulators for two).
 // Panel j's rows start at b + j * segments * K * 16 (the packed layout puts a K block's panels one
-// after the other), and pf_lines counts 16-float lines (kPanels per k). Why 12 rows of two panels:
+// after the other), and pf_lines counts 16-float lines (kPanels per k), prefetched into L2, not L1:
+// a panel pair at K = 512 is 64 KB, more than L1, so prefetching the next one into L1 evicted the
+// current one (resnet18 at 1 thread 28.06 -> 27.19 ms, resnet50 68.46 -> 67.29, at 2 threads
+// 37.05 -> 36.11; 5 alternating runs). Why 12 rows of two panels:
 // per k, 2 loads of B and 12 broadcasts of A feed 24 FMAs, so B (read from L2 when its panels
 // outgrow L1) streams at half the rate of the 6-row tile (measured on this kernel's GEMMs alone:
 // 1x1 K = 64 121 -> 136 GFLOP/s, K = 2304 132 -> 148, one core of a Xeon with AVX-512). Columns
@@ -173,7 +176,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     for (int64_t k = 0; k < K; ++k) {
       if (k * kPanels < pf_lines) {
         for (int j = 0; j < kPanels; ++j)
-          _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T1);
       }
       __m512 bv[kPanels];
       for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + j * panel_stride + k * kNr);
