@@ -182,14 +182,15 @@ class NativeConv final : public Kernel {
       : attrs_(a), C_(C), avx512_(native::isa_enabled(native::Isa::kAvx512)) {
     O_ = w.dim(0);
     K_ = a.kernel[0] * a.kernel[1] * C;
-    int64_t k_blocks = (K_ + kKc - 1) / kKc;
+    const int64_t depth = avx512_ ? native::kKcAvx512 : kKc;
+    int64_t k_blocks = (K_ + depth - 1) / depth;
     kc_ = (K_ + k_blocks - 1) / k_blocks;
     // Indirect A: with unit dilation the kW taps of one kernel row are kW*C contiguous floats of
     // the NHWC input, so when K blocks split kernel rows evenly, A rows are read in place and only
     // rows whose window crosses the border are gathered (into zero-padded copies). Not worth it
     // for short rows (the 3-channel stem: 21 floats), which gather.
     segment_ = a.kernel[1] * C;
-    int64_t splits = (segment_ + kKc - 1) / kKc;
+    int64_t splits = (segment_ + depth - 1) / depth;
     indirect_ = a.dilations[1] == 1 && a.dilations[0] == 1 && segment_ >= 64 && segment_ % splits == 0 &&
                 !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
     if (indirect_) kc_ = segment_ / splits;
@@ -200,7 +201,7 @@ class NativeConv final : public Kernel {
     // no interior window is gathered (per output pixel, the gather cost more than its
     // multiply-adds) and no padded copy of the whole input is made per run (0.12-0.2 ms of
     // resnet18's stem inside the network).
-    padded_ = !indirect_ && a.dilations[0] == 1 && a.dilations[1] == 1 && K_ <= kKc &&
+    padded_ = !indirect_ && a.dilations[0] == 1 && a.dilations[1] == 1 && K_ <= depth &&
               !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
     panels_ = (O_ + kNr - 1) / kNr;
     // Panel p holds B[k][16p .. 16p+15] for every k, zero beyond O; bias padded alike.

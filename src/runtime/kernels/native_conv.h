@@ -28,6 +28,11 @@ inline constexpr int64_t kMr = 6, kMrAvx512 = 12, kMaxMr = 12, kNr = 16;
 // equal, 256 and 192 ~10% slower: the extra C reloads cost more than the L1 fit gains. The AVX-512
 // kernel's panel pairs are 64 KB at this depth, yet 256 was no faster there on resnet18/50.)
 inline constexpr int64_t kKc = 512;
+// The dense AVX-512 kernel's: its 12-row strips and L2-bound prefetch made the 32 KB panel pairs
+// of this depth (they fit L1) the faster choice. 5 alternating runs against 512: resnet18 28.04 ->
+// 27.53 ms at 1 thread and 16.11 -> 15.24 at 2, resnet50 69.74 -> 67.66 and 37.57 -> 37.86,
+// mobilenet_v2 8.22 -> 7.91 and 4.58 -> 4.56, efficientnet_b0 14.14 -> 14.17 and 8.93 -> 8.81.
+inline constexpr int64_t kKcAvx512 = 256;
 
 // c[r][0..15] = init[r] + sum_k a[r][k] * b[k][0..15] for r < rows (rows <= 6, a[r] valid for
 // every r: callers repeat the last row), columns < cols written. init[r] is the bias (first K
