@@ -197,7 +197,7 @@ class NativeConv final : public Kernel {
     // Padded: the rest with unit dilation and one K block (the 3-channel stems: K = 27 or 147)
     // read their kernel rows in place: windows inside the input from the input itself, the micro-
     // kernel stepping from kernel row to kernel row by the input's row stride; windows crossing
-    // the border from zero-padded copies laid out with that same stride (see border_window), so
+    // the border from zero-padded copies laid out with that same stride (see padded_windows), so
     // no interior window is gathered (per output pixel, the gather cost more than its
     // multiply-adds) and no padded copy of the whole input is made per run (0.12-0.2 ms of
     // resnet18's stem inside the network).
@@ -345,18 +345,7 @@ class NativeConv final : public Kernel {
       } else {
         float* base = canvas + slot / slots_per_group_ * KH * row_stride_ + slot % slots_per_group_ * segment_;
         ++slot;
-        const int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
-        for (int64_t kh = 0; kh < KH; ++kh) {
-          float* dst = base + kh * row_stride_;
-          const int64_t ih = ih0 + kh;
-          if (ih < 0 || ih >= H_ || lo >= hi) {
-            std::fill_n(dst, segment_, 0.0f);
-            continue;
-          }
-          std::fill_n(dst, lo * C_, 0.0f);
-          copy_floats(xd + ((n * H_ + ih) * W_ + iw0 + lo) * C_, (hi - lo) * C_, dst + lo * C_);
-          std::fill_n(dst + hi * C_, (KW - hi) * C_, 0.0f);
-        }
+        for (int64_t kh = 0; kh < KH; ++kh) copy_kernel_row(n, ih0 + kh, iw0, base + kh * row_stride_);
         out[r] = base;
       }
       if (++ow == OW_) {
@@ -364,6 +353,20 @@ class NativeConv final : public Kernel {
         if (++oh == OH_) oh = 0, ++n;
       }
     }
+  }
+
+  // dst[0, kW * C) = the kW taps of image n's input row ih from column iw0 on (contiguous in
+  // NHWC with unit dilation), zero where they leave the input: one copy plus zero edges.
+  void copy_kernel_row(int64_t n, int64_t ih, int64_t iw0, float* dst) const {
+    const int64_t KW = attrs_.kernel[1];
+    const int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
+    if (ih < 0 || ih >= H_ || lo >= hi) {
+      std::fill_n(dst, KW * C_, 0.0f);
+      return;
+    }
+    std::fill_n(dst, lo * C_, 0.0f);
+    copy_floats(x_.data<float>() + ((n * H_ + ih) * W_ + iw0 + lo) * C_, (hi - lo) * C_, dst + lo * C_);
+    std::fill_n(dst + hi * C_, (KW - hi) * C_, 0.0f);
   }
 
   // Gathers A rows [m0, m0 + rows) into `buf` (rows x K); zero where the window leaves the input.
@@ -377,17 +380,8 @@ class NativeConv final : public Kernel {
       for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
         int64_t ih = oh * a.strides[0] - a.pads[0] + kh * a.dilations[0];
         if (a.dilations[1] == 1) {
-          // The kW taps of one kernel row are contiguous in NHWC: one copy plus zero edges.
-          int64_t iw0 = ow * a.strides[1] - a.pads[1], KW = a.kernel[1];
-          int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
-          if (ih < 0 || ih >= H_ || lo >= hi) {
-            std::fill_n(dst, KW * C_, 0.0f);
-          } else {
-            std::fill_n(dst, lo * C_, 0.0f);
-            copy_floats(xd + ((n * H_ + ih) * W_ + iw0 + lo) * C_, (hi - lo) * C_, dst + lo * C_);
-            std::fill_n(dst + hi * C_, (KW - hi) * C_, 0.0f);
-          }
-          dst += KW * C_;
+          copy_kernel_row(n, ih, ow * a.strides[1] - a.pads[1], dst);
+          dst += a.kernel[1] * C_;
           continue;
         }
         for (int64_t kw = 0; kw < a.kernel[1]; ++kw, dst += C_) {
@@ -500,14 +494,7 @@ class NativeConv final : public Kernel {
           seg = xd + ((n * H_ + ih) * W_ + iw0) * C_;
         } else {
           float* dst = edges + r * K_ + kh * segment_;
-          int64_t lo = std::clamp<int64_t>(-iw0, 0, KW), hi = std::clamp<int64_t>(W_ - iw0, 0, KW);
-          if (ih < 0 || ih >= H_ || lo >= hi) {
-            std::fill_n(dst, segment_, 0.0f);
-          } else {
-            std::fill_n(dst, lo * C_, 0.0f);
-            std::copy_n(xd + ((n * H_ + ih) * W_ + iw0 + lo) * C_, (hi - lo) * C_, dst + lo * C_);
-            std::fill_n(dst + hi * C_, (KW - hi) * C_, 0.0f);
-          }
+          copy_kernel_row(n, ih, iw0, dst);
           seg = dst;
         }
         for (int64_t s = 0; s < splits; ++s) table[r * k_blocks + kh * splits + s] = seg + s * kc_;
