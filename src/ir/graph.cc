@@ -143,6 +143,13 @@ void Graph::replace_all_uses(ValueId from, ValueId to) {
     if (out == from) out = to;
 }
 
+void Graph::replace_value(ValueId from, ValueId to) {
+  const bool was_output = is_graph_output(from);
+  std::string name = value(from).name;
+  replace_all_uses(from, to);
+  if (was_output) set_output_name(to, std::move(name));
+}
+
 NodeId Graph::insert_node_unchecked(Node node) {
   NodeId id = static_cast<NodeId>(nodes_.size());
   for (ValueId out : node.outputs) value(out).producer = id;

@@ -113,6 +113,9 @@ class Graph {
   // --- editing (for passes) ---
   // Points every use of `from` (node inputs and graph outputs) at `to`.
   void replace_all_uses(ValueId from, ValueId to);
+  // replace_all_uses, and where `from` was a graph output, `to` takes over its name (a pass that
+  // removes the node producing `from` keeps the graph's output names).
+  void replace_value(ValueId from, ValueId to);
   // Creates a node without shape inference; call infer_shapes() afterwards.
   NodeId insert_node_unchecked(Node node);
   // Drops dead nodes and values nothing uses (except graph inputs), renumbering ids and keeping

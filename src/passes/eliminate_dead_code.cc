@@ -11,11 +11,8 @@ bool eliminate_dead_code(ir::Graph& g) {
     ir::ValueId out = n.outputs[0];
     // An Identity feeding a graph output straight from a graph input must stay.
     if (g.is_graph_output(out) && (g.value(in).producer < 0)) continue;
-    std::string out_name = g.value(out).name;
-    bool was_output = g.is_graph_output(out);
-    g.replace_all_uses(out, in);
+    g.replace_value(out, in);
     n.dead = true;
-    if (was_output) g.set_output_name(in, out_name);
     changed = true;
   }
   size_t nodes_before = g.nodes().size();

@@ -74,11 +74,8 @@ bool fold_batchnorm(ir::Graph& g) {
     p.inputs[1] = w_id;
     p.inputs[2] = b_id;
     ir::ValueId bn_out = g.node(static_cast<ir::NodeId>(k)).outputs[0];
-    bool was_output = g.is_graph_output(bn_out);
-    std::string out_name = g.value(bn_out).name;
-    g.replace_all_uses(bn_out, x);
+    g.replace_value(bn_out, x);  // graph outputs keep their names
     g.node(static_cast<ir::NodeId>(k)).dead = true;
-    if (was_output) g.set_output_name(x, out_name);  // graph outputs keep their names
     consumers = g.consumers();
     changed = true;
   }

@@ -148,11 +148,8 @@ bool fold_constants(ir::Graph& g) {
     if (!t) continue;
     ir::ValueId out = n.outputs[0];
     ir::ValueId c = g.add_constant(g.value(out).name + ".folded", std::move(*t));
-    bool was_output = g.is_graph_output(out);
-    std::string name = g.value(out).name;
-    g.replace_all_uses(out, c);
+    g.replace_value(out, c);
     g.node(static_cast<ir::NodeId>(k)).dead = true;
-    if (was_output) g.set_output_name(c, name);
     changed = true;
   }
   if (changed) g.compact();

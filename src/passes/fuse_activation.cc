@@ -47,11 +47,8 @@ bool fuse_activation(ir::Graph& g) {
     if (!slot || *slot != ir::Activation::kNone) continue;
     *slot = *kind;
     ir::ValueId out = act.outputs[0];
-    bool was_output = g.is_graph_output(out);
-    std::string out_name = g.value(out).name;
-    g.replace_all_uses(out, x);
+    g.replace_value(out, x);
     act.dead = true;
-    if (was_output) g.set_output_name(x, out_name);
     consumers = g.consumers();
     changed = true;
   }

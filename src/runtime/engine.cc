@@ -507,11 +507,8 @@ void fuse_residual_add(ir::Graph& g) {
     conv.inputs.resize(3, ir::kNoValue);  // an absent bias stays absent
     conv.inputs.push_back(residual);
     conv.attr<ir::ConvAttrs>().activation = add.attr<ir::BinaryAttrs>().activation;
-    const bool was_output = g.is_graph_output(out);
-    const std::string out_name = g.value(out).name;
-    g.replace_all_uses(out, sum);
+    g.replace_value(out, sum);
     add.dead = true;
-    if (was_output) g.set_output_name(sum, out_name);
     consumers = g.consumers();
     changed = true;
   }
