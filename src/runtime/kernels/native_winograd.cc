@@ -274,7 +274,6 @@ class WinogradConv final : public Kernel {
     const int64_t at = ((n * OH_ + oh0) * OW_ + ow0) * O_;
     float* y = y_.data_mutable<float>() + at;
     const float* res = residual_.defined() ? residual_.data<float>() + at : nullptr;
-
     const __m256 vlo = _mm256_set1_ps(lo_), vhi = _mm256_set1_ps(hi_);
     for (int64_t o = 0; o < O_; o += 8) {
       const bool full = o + 8 <= O_;
