@@ -113,6 +113,14 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
         {1, 4, 3, 130, 50, 3, 2, {1, 1, 1, 1}, 1, 1, Activation::kNone, true, dense},
         {1, 3, 3, 96, 136, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, true, dense},  // 1x1 direct, split
         {2, 7, 7, 512, 40, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kSilu, false, dense},
+        // AVX-512 strips of 8 and 10 rows for the last 13 to 23 (17 = 10 + 7, 19 = 12 + 7,
+        // 22 = 12 + 10, 49 = 3 x 12 + 8 + 5); K blocks of one tap each (C = 256, a multiple of
+        // the block), taps outside the input read as zeros, at stride 1 and 2.
+        {1, 1, 17, 32, 64, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu, true, dense},
+        {1, 1, 19, 32, 64, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kNone, true, dense},
+        {1, 2, 11, 48, 96, 1, 1, {0, 0, 0, 0}, 1, 1, Activation::kRelu6, true, dense},
+        {1, 7, 7, 256, 64, 3, 1, {1, 1, 1, 1}, 1, 1, Activation::kRelu, true, dense},
+        {1, 9, 8, 256, 48, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kNone, true, dense},
         // Indirect A (kernel rows read in place, border windows gathered): odd sizes, asymmetric
         // pads, stride 2, a kernel row split into two K blocks (5 x 120 = 600), 1x1 stride 2.
         {2, 9, 8, 32, 20, 3, 2, {0, 1, 1, 0}, 1, 1, Activation::kRelu, true, dense},

@@ -194,6 +194,9 @@ class NativeConv final : public Kernel {
     indirect_ = a.dilations[1] == 1 && a.dilations[0] == 1 && segment_ >= 64 && segment_ % splits == 0 &&
                 !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
     if (indirect_) kc_ = segment_ / splits;
+    // K blocks that each lie within one tap (C a multiple of kc_) point at the input or at zeros.
+    tap_blocks_ = indirect_ && C_ % kc_ == 0;
+    if (tap_blocks_) zeros_.assign(static_cast<size_t>(kc_), 0.0f);
     // Padded: the rest with unit dilation and one K block (the 3-channel stems: K = 27 or 147)
     // read their kernel rows in place: windows inside the input from the input itself, the micro-
     // kernel stepping from kernel row to kernel row by the input's row stride; windows crossing
@@ -204,7 +207,8 @@ class NativeConv final : public Kernel {
     padded_ = !indirect_ && a.dilations[0] == 1 && a.dilations[1] == 1 && K_ <= depth &&
               !(a.kernel[0] == 1 && a.kernel[1] == 1 && a.strides[0] == 1 && a.strides[1] == 1);
     panels_ = (O_ + kNr - 1) / kNr;
-    // Panel p holds B[k][16p .. 16p+15] for every k, zero beyond O; bias padded alike.
+    // Panel p holds B[k][16p .. 16p+15] for every k, zero beyond O; bias padded alike. AVX-512
+    // interleaves panel pairs (native::packed_b_offset).
     packed_ = Buffer::allocate(static_cast<size_t>(panels_ * K_ * kNr) * sizeof(float));
     bias_.assign(static_cast<size_t>(panels_ * kNr), 0.0f);
     float* p = reinterpret_cast<float*>(packed_->data());
@@ -214,7 +218,7 @@ class NativeConv final : public Kernel {
     for (int64_t o = 0; o < O_; ++o) {
       for (int64_t k = 0; k < K_; ++k) {
         int64_t k0 = k / kc_ * kc_, kc = std::min(kc_, K_ - k0);
-        p[k0 * panels_ * kNr + (o / kNr) * kc * kNr + (k - k0) * kNr + o % kNr] = wd[o * K_ + k];
+        p[k0 * panels_ * kNr + native::packed_b_offset(avx512_, panels_, kc, k - k0, o)] = wd[o * K_ + k];
       }
       if (b) bias_[static_cast<size_t>(o)] = b->data<float>()[o];
     }
@@ -296,10 +300,12 @@ class NativeConv final : public Kernel {
       thread_local std::vector<const float*> table;
       thread_local std::vector<float> edges;
       table.resize(static_cast<size_t>(M_ * (K_ / kc_)));
-      if (edges.size() < static_cast<size_t>(M_ * K_)) edges.resize(static_cast<size_t>(M_ * K_));
+      if (!tap_blocks_ && edges.size() < static_cast<size_t>(M_ * K_)) edges.resize(static_cast<size_t>(M_ * K_));
       shared_table_ = table.data();
       shared_edges_ = edges.data();
-      parallel(ctx, (M_ + kGatherRows - 1) / kGatherRows, [](void* self, size_t i) {
+      if (tap_blocks_) {
+        build_table(0, M_, shared_table_, shared_edges_);  // pointers only: not worth the threads
+      } else parallel(ctx, (M_ + kGatherRows - 1) / kGatherRows, [](void* self, size_t i) {
         auto* k = static_cast<NativeConv*>(self);
         int64_t m0 = static_cast<int64_t>(i) * kGatherRows;
         k->build_table(m0, std::min(kGatherRows, k->M_ - m0), k->shared_table_ + m0 * (k->K_ / k->kc_),
@@ -398,7 +404,9 @@ class NativeConv final : public Kernel {
   void run_block(int64_t item) {
     int64_t block = item / col_groups_, group = item % col_groups_;
     int64_t p_begin = group * panels_per_group_, p_end = std::min(panels_, p_begin + panels_per_group_);
-    int64_t m0 = block * block_rows_, rows = std::min(block_rows_, M_ - m0);
+    const int64_t strip = native::strip_rows(avx512_), strips = (M_ + strip - 1) / strip;
+    int64_t m0 = std::min(M_, block * strips / row_blocks_ * strip),
+            rows = std::min(M_, (block + 1) * strips / row_blocks_ * strip) - m0;
     const float* packed = reinterpret_cast<const float*>(packed_->data());
     float* y = y_.data_mutable<float>() + m0 * O_;
     if (indirect_)
@@ -411,6 +419,20 @@ class NativeConv final : public Kernel {
       const int64_t col0 = p_begin * kNr, cols = std::min(p_end * kNr, O_) - col0;
       native::add_residual(y + col0, residual_.data<float>() + m0 * O_ + col0, O_, rows, cols, lo_, hi_, silu_);
     }
+  }
+
+  // The share of the strip at row r of the B that its item multiplies next, after the K block at
+  // k0 (kc rows) up to panel p_next: the next panels of that block, or the first of the next block.
+  Prefetch next_b(const float* packed, int64_t k0, int64_t kc, int64_t p_next, int64_t p_begin, int64_t p_end,
+                  int64_t r, int64_t rows, int64_t strip) const {
+    const int64_t step = avx512_ ? 2 : 1;
+    if (p_next < p_end)
+      return native::share_of(packed + k0 * panels_ * kNr + p_next * kc * kNr, kc * std::min(step, p_end - p_next), r,
+                              rows, strip);
+    const int64_t k1 = k0 + kc, kc1 = std::min(kc_, K_ - k1);
+    if (kc1 <= 0) return {packed, 0};
+    return native::share_of(packed + k1 * panels_ * kNr + p_begin * kc1 * kNr, kc1 * std::min(step, p_end - p_begin),
+                            r, rows, strip);
   }
 
   // Gathered (or, for 1x1 stride-1 convolutions, in-place) A rows, K block by K block.
@@ -436,11 +458,11 @@ class NativeConv final : public Kernel {
       for (int64_t p = p_begin; p < p_end;) {
         const PanelStep step = panel_step(avx512_, p, p_end, O_);
         const float* b = packed + k0 * panels_ * kNr + p * kc * kNr;
-        for (int64_t r = 0; r < rows; r += step.rows) {
-          int64_t mr = std::min(step.rows, rows - r);
+        for (int64_t r = 0, mr; r < rows; r += mr) {
+          mr = step.strip_at(r, rows);
           const float* rowp[kMaxMr];
           for (int64_t i = 0; i < step.rows; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
-          Prefetch pf = next_panel_share(b, kc * step.panels, r, rows, step.rows);
+          Prefetch pf = next_b(packed, k0, kc, p + step.panels, p_begin, p_end, r, rows, step.rows);
           step.for_rows(mr)(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
                       k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
         }
@@ -465,8 +487,8 @@ class NativeConv final : public Kernel {
                              : row_len == 21 ? panel_step<21>(avx512_, p, p_end, O_)
                                              : panel_step(avx512_, p, p_end, O_);
       const float* b = packed + p * K_ * kNr;
-      for (int64_t r = 0; r < rows; r += step.rows) {
-        int64_t mr = std::min(step.rows, rows - r);
+      for (int64_t r = 0, mr; r < rows; r += mr) {
+        mr = step.strip_at(r, rows);
         const float* rowp[kMaxMr];
         for (int64_t i = 0; i < step.rows; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
         Prefetch pf = next_panel_share(b, K_ * step.panels, r, rows, step.rows);
@@ -487,6 +509,18 @@ class NativeConv final : public Kernel {
     for (int64_t r = 0; r < rows; ++r) {
       int64_t m = m0 + r, n = m / (OH_ * OW_), rem = m % (OH_ * OW_), oh = rem / OW_, ow = rem % OW_;
       int64_t iw0 = ow * a.strides[1] - a.pads[1];
+      if (tap_blocks_) {
+        // Each K block lies within one tap: a tap outside the input reads zeros_, nothing is
+        // copied (resnet50's 14x14 and 7x7 layers: 108 and 44 border windows of 3 taps per run).
+        for (int64_t kb = 0; kb < k_blocks; ++kb) {
+          const int64_t k = kb * kc_, kh = k / segment_, tap = k % segment_ / C_, c0 = k % C_;
+          const int64_t ih = oh * a.strides[0] - a.pads[0] + kh, iw = iw0 + tap;
+          table[r * k_blocks + kb] = ih < 0 || ih >= H_ || iw < 0 || iw >= W_
+                                         ? zeros_.data()
+                                         : xd + ((n * H_ + ih) * W_ + iw) * C_ + c0;
+        }
+        continue;
+      }
       for (int64_t kh = 0; kh < a.kernel[0]; ++kh) {
         int64_t ih = oh * a.strides[0] - a.pads[0] + kh;
         const float* seg;
@@ -514,7 +548,7 @@ class NativeConv final : public Kernel {
       thread_local std::vector<const float*> own;
       thread_local std::vector<float> edges;
       own.resize(static_cast<size_t>(rows * k_blocks));
-      if (edges.size() < static_cast<size_t>(rows * K_)) edges.resize(static_cast<size_t>(rows * K_));
+      if (!tap_blocks_ && edges.size() < static_cast<size_t>(rows * K_)) edges.resize(static_cast<size_t>(rows * K_));
       build_table(m0, rows, own.data(), edges.data());
       table = own.data();
     }
@@ -524,11 +558,11 @@ class NativeConv final : public Kernel {
       for (int64_t p = p_begin; p < p_end;) {
         const PanelStep step = panel_step(avx512_, p, p_end, O_);
         const float* b = packed + k0 * panels_ * kNr + p * kc_ * kNr;
-        for (int64_t r = 0; r < rows; r += step.rows) {
-          int64_t mr = std::min(step.rows, rows - r);
+        for (int64_t r = 0, mr; r < rows; r += mr) {
+          mr = step.strip_at(r, rows);
           const float* rowp[kMaxMr];
           for (int64_t i = 0; i < step.rows; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
-          Prefetch pf = next_panel_share(b, kc_ * step.panels, r, rows, step.rows);
+          Prefetch pf = next_b(packed, k0, kc_, p + step.panels, p_begin, p_end, r, rows, step.rows);
           step.for_rows(mr)(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
                       k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
         }
@@ -540,6 +574,8 @@ class NativeConv final : public Kernel {
   ir::ConvAttrs attrs_;
   int64_t C_, O_ = 0, K_ = 0, kc_ = 1, panels_ = 0, segment_ = 0;
   bool indirect_ = false, padded_ = false;
+  bool tap_blocks_ = false;   // indirect_ with K blocks inside single taps: see build_table
+  std::vector<float> zeros_;  // tap_blocks_: kc_ zeros, the blocks of taps outside the input
   bool avx512_;  // the 12x32 AVX-512 micro-kernel over panel pairs, else the AVX2 6x16 one
   std::shared_ptr<Buffer> packed_;
   std::vector<float> bias_;

@@ -134,10 +134,37 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
   }
 }
 
+// Where B's element (k, o) of a K block of kc rows goes in the packed layout of `panels` 16-column
+// panels (k counted from the block's start): panel after panel, each [kc][16]; with `pairs` (the
+// AVX-512 kernel's layout) the panels 2q and 2q + 1 together as one [kc][32], row k of the pair
+// the 16 columns of one then the other, and an odd last panel on its own as before. Either way a
+// panel starts where it always did, so the callers' pointer arithmetic is the same.
+inline int64_t packed_b_offset(bool pairs, int64_t panels, int64_t kc, int64_t k, int64_t o) {
+  const int64_t p = o / kNr;
+  if (pairs && (p ^ 1) < panels) return (p & ~int64_t{1}) * kc * kNr + k * 2 * kNr + (p & 1) * kNr + o % kNr;
+  return p * kc * kNr + k * kNr + o % kNr;
+}
+
+}  // namespace modex::runtime::native
+
+// tile[r][0 .. 32) += sum over k < K of a[r][k] * b[32k .. 32k + 32) for the 12, 10 or 8 rows r:
+// the AVX-512 kernel's inner loops (gemm_avx512.S). b and tile 64-byte aligned, tile [rows][32];
+// over the first pf_k values of k, the two 64-byte lines at pf + 32k are prefetched into L2.
+extern "C" {
+void modex_f32_gemm_12x32_avx512(int64_t K, const float* const* a, const float* b, float* tile, const float* pf,
+                                 int64_t pf_k);
+void modex_f32_gemm_10x32_avx512(int64_t K, const float* const* a, const float* b, float* tile, const float* pf,
+                                 int64_t pf_k);
+void modex_f32_gemm_8x32_avx512(int64_t K, const float* const* a, const float* b, float* tile, const float* pf,
+                                int64_t pf_k);
+}
+
+namespace modex::runtime::native {
+
 // The AVX-512 micro-kernel: micro_kernel_6x16's contract for kRows (kMrAvx512) rows over
 // kPanels (1 or 2) adjacent 16-column panels, one zmm per row and panel (24 accumulators for two).
-// Panel j's rows start at b + j * segments * K * 16 (the packed layout puts a K block's panels one
-// after the other), and pf_lines counts 16-float lines (kPanels per k), prefetched into L2, not L1:
+// A panel pair is packed interleaved (see packed_b_offset): B's row k is the 32 floats at
+// b + 32k, so one pointer walks both panels. pf_lines counts 16-float lines (kPanels per k), prefetched into L2, not L1:
 // a panel pair at K = 512 is 64 KB, more than L1, so prefetching the next one into L1 evicted the
 // current one (resnet18 at 1 thread 28.06 -> 27.19 ms, resnet50 68.46 -> 67.29, at 2 threads
 // 37.05 -> 36.11; 5 alternating runs). Why 12 rows of two panels:
@@ -151,7 +178,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     int64_t rows, int64_t cols, bool last, float lo, float hi, bool silu, const float* pf, int64_t pf_lines,
     int64_t segments = 1, int64_t segment_stride = 0) {
   if constexpr (kFixedK > 0) K = kFixedK;
-  const int64_t panel_stride = segments * K * kNr;
   __mmask16 mask[kPanels];
   for (int j = 0; j < kPanels; ++j)
     mask[j] = static_cast<__mmask16>((1u << std::clamp<int64_t>(cols - j * kNr, 0, kNr)) - 1);
@@ -176,25 +202,47 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
       for (int j = 0; j < kPanels; ++j) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + j * kNr), _MM_HINT_ET0);
     }
   }
-  for (int64_t s = 0; s < segments; ++s) {
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < K; ++k) {
-      if (k * kPanels < pf_lines) {
-        for (int j = 0; j < kPanels; ++j)
-          _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T1);
-      }
-      __m512 bv[kPanels];
-      for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + j * panel_stride + k * kNr);
-#pragma GCC unroll 12
-      for (int r = 0; r < kRows; ++r) {
-        const __m512 v = _mm512_set1_ps(ar[r][k]);
-        for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(v, bv[j], acc[r][j]);
-      }
+  if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8) && kFixedK == 0) {
+    // The K loop of a panel pair is the assembly one (gemm_avx512.S): GCC keeps only some of the
+    // 12 row pointers in registers and moves the rest in from vector registers on every k,
+    // ports the FMAs need (measured alone, L1-resident, K = 256: 162 -> 184 GFLOP/s of one
+    // core's 211). The accumulators pass through `tile`, once per call.
+    alignas(64) float tile[kRows][kPanels * kNr];
+    for (int r = 0; r < kRows; ++r)
+      for (int j = 0; j < kPanels; ++j) _mm512_store_ps(&tile[r][j * kNr], acc[r][j]);
+    constexpr auto gemm = kRows == 12   ? modex_f32_gemm_12x32_avx512
+                          : kRows == 10 ? modex_f32_gemm_10x32_avx512
+                                        : modex_f32_gemm_8x32_avx512;
+    for (int64_t s = 0; s < segments; ++s) {
+      gemm(K, ar, b, &tile[0][0], pf, std::clamp<int64_t>((pf_lines + 1) / 2, 0, K));
+      b += K * kNr * kPanels;
+      pf += K * kNr * kPanels;
+      pf_lines -= K * kPanels;
+      for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
     }
-    b += K * kNr;
-    pf += K * kNr * kPanels;
-    pf_lines -= K * kPanels;
-    for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
+    for (int r = 0; r < kRows; ++r)
+      for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_load_ps(&tile[r][j * kNr]);
+  } else {
+    for (int64_t s = 0; s < segments; ++s) {
+#pragma GCC unroll 4
+      for (int64_t k = 0; k < K; ++k) {
+        if (k * kPanels < pf_lines) {
+          for (int j = 0; j < kPanels; ++j)
+            _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T1);
+        }
+        __m512 bv[kPanels];
+        for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + (k * kPanels + j) * kNr);
+#pragma GCC unroll 12
+        for (int r = 0; r < kRows; ++r) {
+          const __m512 v = _mm512_set1_ps(ar[r][k]);
+          for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(v, bv[j], acc[r][j]);
+        }
+      }
+      b += K * kNr * kPanels;
+      pf += K * kNr * kPanels;
+      pf_lines -= K * kPanels;
+      for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
+    }
   }
   if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
@@ -218,26 +266,45 @@ using MicroKernel = void (*)(int64_t K, const float* const* a, const float* b, c
 // real columns (of O) and the rows of its strip. AVX-512 takes panel pairs (a single one last when
 // the count is odd) in strips of 12 rows; AVX2 one panel, its narrow variant when at most 8 columns
 // are real, in strips of 6.
+// Strips: AVX2 takes rows 6 at a time. AVX-512 takes 12 at a time except that the last 13 to 23
+// rows are two strips of 8, 10 or 12 and at most 8 (kernels of 6, 8, 10 and 12 rows), so that a
+// short remainder is not computed as a 6- or 12-row tile: resnet50's 7x7 layers (49 rows) were
+// 4 x 12 + 1 row computed as 6, 54 rows of work, and are now 3 x 12 + 8 + 5 (as 6), 50.
 struct PanelStep {
   MicroKernel kernel;
-  int64_t panels, cols, rows;
-  MicroKernel short_kernel;  // for a strip of at most kMr rows (the block's last): the 6-row tile
-  MicroKernel for_rows(int64_t mr) const { return mr <= kMr ? short_kernel : kernel; }
+  int64_t panels, cols, rows;  // rows: the most a strip has (callers' row pointers)
+  MicroKernel k6, k8, k10;     // AVX-512: the tiles of 6, 8 and 10 rows
+  MicroKernel for_rows(int64_t mr) const {
+    return rows == kMr ? kernel : mr <= 6 ? k6 : mr <= 8 ? k8 : mr <= 10 ? k10 : kernel;
+  }
+  // Rows of the strip at row r of a block of `total` rows.
+  int64_t strip_at(int64_t r, int64_t total) const {
+    const int64_t left = total - r;
+    if (rows == kMr || left <= kMrAvx512) return std::min(rows, left);
+    if (left >= 2 * kMrAvx512) return kMrAvx512;
+    return left <= 16 ? 8 : left <= 18 ? 10 : 12;
+  }
 };
 template <int kFixedK = 0>
 PanelStep panel_step(bool avx512, int64_t p, int64_t end, int64_t O) {
   if (avx512) {
     const int64_t panels = std::min<int64_t>(2, end - p);
-    return {panels == 2 ? micro_kernel_avx512<2, kFixedK> : micro_kernel_avx512<1, kFixedK>, panels,
-            std::min(panels * kNr, O - p * kNr), kMrAvx512,
-            panels == 2 ? micro_kernel_avx512<2, kFixedK, kMr> : micro_kernel_avx512<1, kFixedK, kMr>};
+    if (panels == 1) {
+      const MicroKernel k12 = micro_kernel_avx512<1, kFixedK>, k6 = micro_kernel_avx512<1, kFixedK, kMr>;
+      return {k12, 1, std::min(kNr, O - p * kNr), kMrAvx512, k6, k12, k12};
+    }
+    const MicroKernel k12 = micro_kernel_avx512<2, kFixedK>, k6 = micro_kernel_avx512<2, kFixedK, kMr>;
+    // The 8- and 10-row tiles only where the assembly runs them (any K).
+    const MicroKernel k8 = kFixedK == 0 ? micro_kernel_avx512<2, 0, 8> : k12;
+    const MicroKernel k10 = kFixedK == 0 ? micro_kernel_avx512<2, 0, 10> : k12;
+    return {k12, 2, std::min(2 * kNr, O - p * kNr), kMrAvx512, k6, k8, k10};
   }
   const int64_t cols = std::min(kNr, O - p * kNr);
   const MicroKernel k = cols > 8 ? micro_kernel_6x16<true, kFixedK> : micro_kernel_6x16<false, kFixedK>;
-  return {k, 1, cols, kMr, k};
+  return {k, 1, cols, kMr, k, k, k};
 }
 
-// Rows of a strip on this ISA: block sizes are whole strips.
+// Rows of a full strip on this ISA: block sizes are whole strips.
 inline int64_t strip_rows(bool avx512) { return avx512 ? kMrAvx512 : kMr; }
 
 // Rows per block for M rows in blocks of about `most` rows: as few blocks as `most` allows, of
@@ -256,8 +323,19 @@ struct Prefetch {
   int64_t lines;
 };
 inline Prefetch next_panel_share(const float* b, int64_t span, int64_t r, int64_t rows, int64_t strip = kMr) {
-  int64_t strips = (rows + strip - 1) / strip, share = (span + strips - 1) / strips, first = r / strip * share;
+  // (r + strip - 1) / strip: the strip's index, also for a last one that starts short of a full
+  // strip's multiple (PanelStep::strip_at).
+  int64_t strips = (rows + strip - 1) / strip, share = (span + strips - 1) / strips,
+          first = (r + strip - 1) / strip * share;
   return {b + (span + first) * kNr, std::clamp<int64_t>(span - first, 0, share)};
+}
+// The same for a caller whose next B is not the one after b: `next` and its `next_span` lines (0:
+// nothing to fetch). A column group's next step after its last panels is its first panels of the
+// next K block, not the panels after them, which are another group's.
+inline Prefetch share_of(const float* next, int64_t next_span, int64_t r, int64_t rows, int64_t strip) {
+  int64_t strips = (rows + strip - 1) / strip, share = (next_span + strips - 1) / strips,
+          first = (r + strip - 1) / strip * share;
+  return {next + first * kNr, std::clamp<int64_t>(next_span - first, 0, share)};
 }
 
 // The dense NHWC convolution (native_conv.cc) for a node the caller has already checked (groups 1,

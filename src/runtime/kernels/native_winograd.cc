@@ -108,7 +108,7 @@ class WinogradConv final : public Kernel {
     ldm_ = panels_ * kNr;
     ldv_ = (C_ + 7) / 8 * 8;
     // Per position, the dense kernel's B layout: K blocks of kc_ rows, within one panel after
-    // panel, each [kc][16], zero beyond O.
+    // panel, each [kc][16] (AVX-512: pairs interleaved), zero beyond O.
     packed_ = Buffer::allocate(static_cast<size_t>(kPositions * C_ * ldm_) * sizeof(float));
     float* p = reinterpret_cast<float*>(packed_->data());
     std::fill_n(p, kPositions * C_ * ldm_, 0.0f);
@@ -124,8 +124,8 @@ class WinogradConv final : public Kernel {
         for (int64_t i = 0; i < kIn; ++i)
           for (int64_t j = 0; j < kIn; ++j) {
             double u = gg[i][0] * kG[j][0] + gg[i][1] * kG[j][1] + gg[i][2] * kG[j][2];
-            p[(i * kIn + j) * C_ * ldm_ + k0 * ldm_ + (o / kNr) * kc * kNr + (c - k0) * kNr +
-              o % kNr] = static_cast<float>(u);
+            p[(i * kIn + j) * C_ * ldm_ + k0 * ldm_ + native::packed_b_offset(avx512_, panels_, kc, c - k0, o)] =
+                static_cast<float>(u);
           }
       }
     }
@@ -249,8 +249,8 @@ class WinogradConv final : public Kernel {
         // sums, and (AVX2) a panel of at most 8 real columns computes only those.
         const PanelStep step = panel_step(avx512_, p, panels_, O_);
         const float* b = u + k0 * ldm_ + p * kc * kNr;
-        for (int64_t r = 0; r < rows; r += step.rows) {
-          int64_t mr = std::min(step.rows, rows - r);
+        for (int64_t r = 0, mr; r < rows; r += mr) {
+          mr = step.strip_at(r, rows);
           const float* rowp[native::kMaxMr];
           for (int64_t i = 0; i < step.rows; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * ldv_ + k0;
           // U comes from memory when it outgrows the caches (9.4 MB at 256 channels): measured
