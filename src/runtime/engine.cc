@@ -322,9 +322,9 @@ struct Model::Impl {
     } checkin{this, e};
 
     bind(*e, *plan);
-    for (size_t i = 0; i < in.size(); ++i)
-      copy_input(in[i], inputs[i], nchw_input[i], e->vals[static_cast<size_t>(graph.inputs()[i])]);
     RunContext ctx = context();
+    for (size_t i = 0; i < in.size(); ++i)
+      copy_input(ctx, in[i], inputs[i], nchw_input[i], e->vals[static_cast<size_t>(graph.inputs()[i])]);
     using Clock = std::chrono::steady_clock;
     for (size_t i = 0; i < e->kernels.size(); ++i) {
       if (!e->kernels[i]) continue;
@@ -369,7 +369,7 @@ struct Model::Impl {
     return outs;
   }
 
-  static void copy_input(const Tensor& src_any, const TensorInfo& info, bool nchw, Tensor& dst) {
+  static void copy_input(const RunContext& ctx, const Tensor& src_any, const TensorInfo& info, bool nchw, Tensor& dst) {
     if (info.quant) {
       if (src_any.dtype() == info.dtype) {
         std::memcpy(dst.raw_mutable(), src_any.raw(), dst.nbytes());
@@ -383,15 +383,8 @@ struct Model::Impl {
       std::memcpy(dst.raw_mutable(), src.raw(), dst.nbytes());
       return;
     }
-    const int64_t N = src.dim(0), C = src.dim(1), HW = src.dim(2) * src.dim(3);
-    const float* s = src.data<float>();
-    float* d = dst.data_mutable<float>();
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const float* sp = s + (n * C + c) * HW;
-        float* dp = d + n * HW * C + c;
-        for (int64_t p = 0; p < HW; ++p) dp[p * C] = sp[p];
-      }
+    runtime::planes_to_pixels(ctx, src.data<float>(), src.dim(0), src.dim(1), src.dim(2) * src.dim(3),
+                              dst.data_mutable<float>());
   }
 
   void print_profile() const {

@@ -76,6 +76,11 @@ void register_xnn_pool_kernels(KernelRegistry& r);
 void register_xnn_elementwise_kernels(KernelRegistry& r);
 void register_xnn_int8_kernels(KernelRegistry& r);
 
+// The engine's conversion of a caller's NCHW float image to the graph's NHWC input: dst[n][p][c] =
+// src[n][c][p] for p < HW, over ctx's threads (native_transpose.cc; 3 channels interleaved in
+// AVX-512 registers where the CPU has them).
+void planes_to_pixels(const RunContext& ctx, const float* src, int64_t N, int64_t C, int64_t HW, float* dst);
+
 // The dtype a node's kernel is chosen by: its first input's.
 DType kernel_dtype(const ir::Graph& g, const ir::Node& n);
 

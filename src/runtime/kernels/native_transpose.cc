@@ -177,7 +177,60 @@ std::unique_ptr<Kernel> make_transpose(const KernelRequest& req) {
   return std::make_unique<NativeTranspose>(n.attr<ir::TransposeAttrs>().perm);
 }
 
+// Pixels [p0, p1) of one image: 3 planes interleaved 16 pixels at a time (two permutes per 16
+// output floats: red and green placed, then blue), the rest and other channel counts plane by
+// plane.
+struct PlanesToPixels {
+  const float* src;
+  float* dst;
+  int64_t N, C, HW, chunks_per_image;
+  static constexpr int64_t kChunk = 4096;
+
+  __attribute__((target("avx512f"))) static void three(const float* s, int64_t HW, float* d, int64_t p0, int64_t p1) {
+    alignas(64) int32_t rg[3][16], pick_b[3][16];
+    for (int k = 0; k < 3; ++k)
+      for (int j = 0; j < 16; ++j) {
+        // Output float g of the block is channel g % 3 of pixel g / 3: lane g / 3 of that plane.
+        const int g = 16 * k + j, ch = g % 3;
+        rg[k][j] = ch == 0 ? g / 3 : ch == 1 ? 16 + g / 3 : 0;
+        pick_b[k][j] = ch == 2 ? 16 + g / 3 : j;
+      }
+    __m512i i_rg[3], i_b[3];
+    for (int k = 0; k < 3; ++k) {
+      i_rg[k] = _mm512_load_si512(rg[k]);
+      i_b[k] = _mm512_load_si512(pick_b[k]);
+    }
+    const float *r = s, *g = s + HW, *b = s + 2 * HW;
+    int64_t p = p0;
+    for (; p + 16 <= p1; p += 16) {
+      const __m512 vr = _mm512_loadu_ps(r + p), vg = _mm512_loadu_ps(g + p), vb = _mm512_loadu_ps(b + p);
+      for (int k = 0; k < 3; ++k) {
+        const __m512 t = _mm512_permutex2var_ps(vr, i_rg[k], vg);
+        _mm512_storeu_ps(d + 3 * p + 16 * k, _mm512_permutex2var_ps(t, i_b[k], vb));
+      }
+    }
+    for (; p < p1; ++p)
+      for (int c = 0; c < 3; ++c) d[3 * p + c] = s[c * HW + p];
+  }
+
+  void run(int64_t item) const {
+    const int64_t n = item / chunks_per_image, p0 = item % chunks_per_image * kChunk, p1 = std::min(HW, p0 + kChunk);
+    const float* s = src + n * C * HW;
+    float* d = dst + n * HW * C;
+    if (C == 3 && native::isa_enabled(native::Isa::kAvx512)) return three(s, HW, d, p0, p1);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t p = p0; p < p1; ++p) d[p * C + c] = s[c * HW + p];
+  }
+};
+
 }  // namespace
+
+void planes_to_pixels(const RunContext& ctx, const float* src, int64_t N, int64_t C, int64_t HW, float* dst) {
+  PlanesToPixels job{src, dst, N, C, HW, (HW + PlanesToPixels::kChunk - 1) / PlanesToPixels::kChunk};
+  native::parallel(ctx, N * job.chunks_per_image, [](void* self, size_t i) {
+    static_cast<const PlanesToPixels*>(self)->run(static_cast<int64_t>(i));
+  }, &job, N * C * HW * 8);  // threads from ~32K floats on
+}
 
 void register_native_transpose_kernels(KernelRegistry& r) {
   r.add(ir::OpKind::kTranspose, DType::kFloat32, KernelBackend::kNative, make_transpose);
