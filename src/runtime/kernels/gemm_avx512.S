@@ -1,19 +1,52 @@
-// The AVX-512 dense kernel's inner loops, declared in native_conv.h:
+// The AVX-512 dense kernel's tiles, declared in native_conv.h (native::AsmTile):
 //
-//   void modex_f32_gemm_{12,10,8}x32_avx512(int64_t K, const float* const* a, const float* b,
-//                                           float* tile, const float* pf, int64_t pf_k);
+//   void modex_f32_tile_{12,10,8}x32_avx512(const AsmTile* t);
 //
-// tile[r][0 .. 32) += sum over k < K of a[r][k] * b[32k .. 32k + 32), for the R = 12, 10 or 8
-// rows r. Written in assembly because the 12-row tile needs every general register: 12 row
-// pointers, B and one index shared by all rows, which GCC does not manage (it parks row pointers
-// in vector registers and moves them back on every k, through the ports the FMAs use).
+// For the R = 12, 10 or 8 rows r of one output tile of a panel pair (32 columns):
+//   c[r][0 .. 32) = clamp(init + sum over s < segments, k < K of a[r][s * stride + k] * b[32 (s K + k) ..],
+//                         lo, hi)
+// where init is the bias (t->bias set) or c's row itself (t->bias null: a later K block). Only
+// rows r < t->rows are read and written; the columns past 16 + popcount(mask) are neither. Where
+// the bias starts a tile, its lines of c are first asked for with intent to write. Over the first
+// pf_k values of k (of the first segment), the two 64-byte lines at pf + 32k are prefetched into
+// L2: the B the caller multiplies next.
 //
-// Registers (System V): rdi = K, rsi = a, rdx = b, rcx = tile, r8 = pf, r9 = pf_k.
+// In assembly because the 12-row tile needs every general register (12 row pointers, B, one
+// index shared by all rows), which GCC does not manage: it parked row pointers in vector
+// registers and moved them back on every k, through the ports the FMAs use (162 -> 184 GFLOP/s
+// of one core's 211, alone, L1-resident, K = 256), and a C++ frame around an assembly loop paid a
+// store and reload of the accumulators per call (~1/6 of a call at K = 64).
+//
 // zmm0..zmm(2R - 1): the accumulators, row r in zmm(2r) (columns 0..15) and zmm(2r + 1) (16..31).
-// zmm24, zmm25: B's row k. zmm26..zmm31: the broadcasts of A, in rotation.
-// Each row pointer is moved past its row's end and indexed by rdi, which counts from -4K up to 0
-// in bytes, so one add steps every row. Row r's pointer lives in the r-th of
+// zmm24, zmm25: B's row k (and at the ends bias, lo, hi). zmm26..zmm31: A's broadcasts, in turn.
+// k1: the mask of the columns 16..31 that exist.
+// Each row pointer is moved past its segment's end and indexed by rdi, which counts from -4K up to
+// 0 in bytes, so one add steps every row. Row r's pointer lives in the r-th of
 // rbx rbp r10 r11 r12 r13 r14 r15 rcx rax r9 rsi.
+
+// AsmTile's fields (bytes).
+#define T_A 0
+#define T_B 8
+#define T_C 16
+#define T_LDC 24
+#define T_BIAS 32
+#define T_K 40
+#define T_ROWS 48
+#define T_SEGMENTS 56
+#define T_STRIDE 64
+#define T_PF 72
+#define T_PF_K 80
+#define T_LO 88
+#define T_HI 92
+#define T_MASK 96
+
+// Locals (bytes from rsp).
+#define L_PF_END 0      // the index where the prefetching loop ends: 4 (pf_k - K)
+#define L_TILE 8        // the AsmTile
+#define L_START 16      // the index a segment starts at: -4K
+#define L_LEFT 24       // segments left
+#define L_STRIDE 32     // the segment stride in bytes
+#define L_SIZE 40
 
         .text
 
@@ -46,13 +79,60 @@
 .endif
 .endm
 
-// Row i's pointer into reg, moved past the row's end (rdi holds 4K).
+// Row i's pointer into reg, moved past the segment's end (rdi holds 4K).
 .macro POINTER i, reg
         mov     8*\i(%rsi), \reg
         add     %rdi, \reg
 .endm
 
-.macro GEMM R, name
+// Row operations on c, r8 = rows, r9 walking c's rows, rdx = ldc: each is skipped from the first
+// row r >= rows on (a jump to the next label 8 after the sequence).
+.macro ASK R, r
+.if \r < \R
+        cmp     $\r, %r8
+        jle     8f
+        prefetchw (%r9)
+        prefetchw 64(%r9)
+        add     %rdx, %r9
+.endif
+.endm
+.macro LOAD R, r, acc0, acc1
+.if \r < \R
+        cmp     $\r, %r8
+        jle     8f
+        vmovups (%r9), %zmm\acc0
+        vmovups 64(%r9), %zmm\acc1{%k1}{z}
+        add     %rdx, %r9
+.endif
+.endm
+.macro STORE R, r, acc0, acc1
+.if \r < \R
+        cmp     $\r, %r8
+        jle     8f
+        vmovups %zmm\acc0, (%r9)
+        vmovups %zmm\acc1, 64(%r9){%k1}
+        add     %rdx, %r9
+.endif
+.endm
+.macro EACH_ROW op, R
+        \op     \R, 0, 0, 1
+        \op     \R, 1, 2, 3
+        \op     \R, 2, 4, 5
+        \op     \R, 3, 6, 7
+        \op     \R, 4, 8, 9
+        \op     \R, 5, 10, 11
+        \op     \R, 6, 12, 13
+        \op     \R, 7, 14, 15
+        \op     \R, 8, 16, 17
+        \op     \R, 9, 18, 19
+        \op     \R, 10, 20, 21
+        \op     \R, 11, 22, 23
+.endm
+.macro ASK4 R, r, acc0, acc1
+        ASK     \R, \r
+.endm
+
+.macro TILE R, name
         .globl  \name
         .hidden \name
         .type   \name, @function
@@ -64,19 +144,55 @@
         push    %r13
         push    %r14
         push    %r15
-        push    %rcx                    // 8(%rsp): tile
-        // The index where the prefetching loop ends: 4 (pf_k - K), kept at 0(%rsp).
-        mov     %r9, %rax
-        sub     %rdi, %rax
-        shl     $2, %rax
-        push    %rax
-
-        .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23
+        sub     $L_SIZE, %rsp
+        mov     %rdi, L_TILE(%rsp)
+        mov     T_MASK(%rdi), %rax
+        kmovw   %eax, %k1
+        mov     T_C(%rdi), %r9
+        mov     T_LDC(%rdi), %rdx
+        mov     T_ROWS(%rdi), %r8
+        mov     T_BIAS(%rdi), %rax
+        test    %rax, %rax
+        jz      1f
+        // The bias in every row; c's lines asked for.
+        vmovups (%rax), %zmm24
+        vmovups 64(%rax), %zmm25
+        .irp i, 0,2,4,6,8,10,12,14,16,18,20,22
         .if \i < 2*\R
-        vmovups 64*\i(%rcx), %zmm\i
+        vmovaps %zmm24, %zmm\i
         .endif
         .endr
-
+        .irp i, 1,3,5,7,9,11,13,15,17,19,21,23
+        .if \i < 2*\R
+        vmovaps %zmm25, %zmm\i
+        .endif
+        .endr
+        EACH_ROW ASK4, \R
+8:
+        jmp     2f
+1:
+        // c's rows (zero past rows).
+        .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23
+        .if \i < 2*\R
+        vpxord  %zmm\i, %zmm\i, %zmm\i
+        .endif
+        .endr
+        EACH_ROW LOAD, \R
+8:
+2:
+        mov     T_SEGMENTS(%rdi), %rax
+        mov     %rax, L_LEFT(%rsp)
+        mov     T_STRIDE(%rdi), %rax
+        shl     $2, %rax
+        mov     %rax, L_STRIDE(%rsp)
+        mov     T_PF(%rdi), %r8
+        mov     T_PF_K(%rdi), %rax
+        sub     T_K(%rdi), %rax
+        shl     $2, %rax
+        mov     %rax, L_PF_END(%rsp)
+        mov     T_B(%rdi), %rdx
+        mov     T_A(%rdi), %rsi
+        mov     T_K(%rdi), %rdi
         shl     $2, %rdi
         POINTER 0, %rbx
         POINTER 1, %rbp
@@ -95,9 +211,10 @@
         POINTER 11, %rsi                // a itself, read last
 .endif
         neg     %rdi
-
-        // k < pf_k: one k at a time, prefetching two lines of the next panels into L2.
-        cmp     0(%rsp), %rdi
+        mov     %rdi, L_START(%rsp)
+6:
+        // k < pf_k: one k at a time, prefetching two lines of the next B into L2.
+        cmp     L_PF_END(%rsp), %rdi
         jge     2f
 1:
         prefetcht1 0(%r8)
@@ -106,7 +223,7 @@
         STEP    \R, 0, 0
         add     $128, %rdx
         add     $4, %rdi
-        cmp     0(%rsp), %rdi
+        cmp     L_PF_END(%rsp), %rdi
         jl      1b
 2:
         // The rest two k at a time, then a last odd one.
@@ -123,14 +240,49 @@
         test    %rdi, %rdi
         jz      5f
         STEP    \R, 0, 0
+        add     $128, %rdx
 5:
-        mov     8(%rsp), %rcx
+        // The next segment, if any: every row pointer a stride on, the index back to the start,
+        // no more prefetching; B goes on where it is.
+        decq    L_LEFT(%rsp)
+        jle     7f
+        mov     L_STRIDE(%rsp), %rdi
+        add     %rdi, %rbx
+        add     %rdi, %rbp
+        add     %rdi, %r10
+        add     %rdi, %r11
+        add     %rdi, %r12
+        add     %rdi, %r13
+        add     %rdi, %r14
+        add     %rdi, %r15
+.if \R > 8
+        add     %rdi, %rcx
+        add     %rdi, %rax
+.endif
+.if \R > 10
+        add     %rdi, %r9
+        add     %rdi, %rsi
+.endif
+        mov     L_START(%rsp), %rdi
+        mov     %rdi, L_PF_END(%rsp)
+        jmp     6b
+7:
+        // Clamp, store rows < rows.
+        mov     L_TILE(%rsp), %rdi
+        vbroadcastss T_LO(%rdi), %zmm24
+        vbroadcastss T_HI(%rdi), %zmm25
         .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23
         .if \i < 2*\R
-        vmovups %zmm\i, 64*\i(%rcx)
+        vmaxps  %zmm24, %zmm\i, %zmm\i
+        vminps  %zmm25, %zmm\i, %zmm\i
         .endif
         .endr
-        add     $16, %rsp
+        mov     T_C(%rdi), %r9
+        mov     T_LDC(%rdi), %rdx
+        mov     T_ROWS(%rdi), %r8
+        EACH_ROW STORE, \R
+8:
+        add     $L_SIZE, %rsp
         pop     %r15
         pop     %r14
         pop     %r13
@@ -142,8 +294,8 @@
         .size   \name, .-\name
 .endm
 
-        GEMM    12, modex_f32_gemm_12x32_avx512
-        GEMM    10, modex_f32_gemm_10x32_avx512
-        GEMM    8, modex_f32_gemm_8x32_avx512
+        TILE    12, modex_f32_tile_12x32_avx512
+        TILE    10, modex_f32_tile_10x32_avx512
+        TILE    8, modex_f32_tile_8x32_avx512
 
         .section .note.GNU-stack, "", @progbits

@@ -9,6 +9,7 @@
 #include "runtime/kernels/simd.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -145,18 +146,29 @@ inline int64_t packed_b_offset(bool pairs, int64_t panels, int64_t kc, int64_t k
   return p * kc * kNr + k * kNr + o % kNr;
 }
 
+// One output tile of a panel pair for the assembly kernels (gemm_avx512.S, which reads these
+// fields at the offsets checked below): see there for what they compute.
+struct AsmTile {
+  const float* const* a;   // R row pointers
+  const float* b;          // the pair's interleaved rows, 64-byte aligned
+  float* c;
+  int64_t ldc;             // bytes
+  const float* bias;       // 32 floats to start from, or null: start from c
+  int64_t K, rows, segments, stride;  // stride in floats
+  const float* pf;
+  int64_t pf_k;
+  float lo, hi;
+  int64_t mask;            // columns 16..31 that exist
+};
+static_assert(offsetof(AsmTile, bias) == 32 && offsetof(AsmTile, pf) == 72 && offsetof(AsmTile, lo) == 88 &&
+              offsetof(AsmTile, mask) == 96);
+
 }  // namespace modex::runtime::native
 
-// tile[r][0 .. 32) += sum over k < K of a[r][k] * b[32k .. 32k + 32) for the 12, 10 or 8 rows r:
-// the AVX-512 kernel's inner loops (gemm_avx512.S). b and tile 64-byte aligned, tile [rows][32];
-// over the first pf_k values of k, the two 64-byte lines at pf + 32k are prefetched into L2.
 extern "C" {
-void modex_f32_gemm_12x32_avx512(int64_t K, const float* const* a, const float* b, float* tile, const float* pf,
-                                 int64_t pf_k);
-void modex_f32_gemm_10x32_avx512(int64_t K, const float* const* a, const float* b, float* tile, const float* pf,
-                                 int64_t pf_k);
-void modex_f32_gemm_8x32_avx512(int64_t K, const float* const* a, const float* b, float* tile, const float* pf,
-                                int64_t pf_k);
+void modex_f32_tile_12x32_avx512(const modex::runtime::native::AsmTile* t);
+void modex_f32_tile_10x32_avx512(const modex::runtime::native::AsmTile* t);
+void modex_f32_tile_8x32_avx512(const modex::runtime::native::AsmTile* t);
 }
 
 namespace modex::runtime::native {
@@ -178,6 +190,26 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     int64_t rows, int64_t cols, bool last, float lo, float hi, bool silu, const float* pf, int64_t pf_lines,
     int64_t segments = 1, int64_t segment_stride = 0) {
   if constexpr (kFixedK > 0) K = kFixedK;
+  if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8) && kFixedK == 0) {
+    // A panel pair's tile of 8 to 12 rows is the assembly kernel's (gemm_avx512.S); SiLU, where
+    // it applies, after it, on the stored tile.
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    const AsmTile t{a, b, c, ldc * static_cast<int64_t>(sizeof(float)), accumulate ? nullptr : bias, K, rows,
+                    segments, segment_stride, pf, std::clamp<int64_t>((pf_lines + 1) / 2, 0, K), last ? lo : -kInf,
+                    last ? hi : kInf, (int64_t{1} << std::clamp<int64_t>(cols - kNr, 0, kNr)) - 1};
+    if constexpr (kRows == 12) modex_f32_tile_12x32_avx512(&t);
+    if constexpr (kRows == 10) modex_f32_tile_10x32_avx512(&t);
+    if constexpr (kRows == 8) modex_f32_tile_8x32_avx512(&t);
+    if (silu && last) {
+      const __mmask16 m1 = static_cast<__mmask16>(t.mask);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* y = c + r * ldc;
+        _mm512_storeu_ps(y, silu_avx512(_mm512_loadu_ps(y)));
+        _mm512_mask_storeu_ps(y + kNr, m1, silu_avx512(_mm512_maskz_loadu_ps(m1, y + kNr)));
+      }
+    }
+    return;
+  }
   __mmask16 mask[kPanels];
   for (int j = 0; j < kPanels; ++j)
     mask[j] = static_cast<__mmask16>((1u << std::clamp<int64_t>(cols - j * kNr, 0, kNr)) - 1);
@@ -202,47 +234,25 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
       for (int j = 0; j < kPanels; ++j) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + j * kNr), _MM_HINT_ET0);
     }
   }
-  if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8) && kFixedK == 0) {
-    // The K loop of a panel pair is the assembly one (gemm_avx512.S): GCC keeps only some of the
-    // 12 row pointers in registers and moves the rest in from vector registers on every k,
-    // ports the FMAs need (measured alone, L1-resident, K = 256: 162 -> 184 GFLOP/s of one
-    // core's 211). The accumulators pass through `tile`, once per call.
-    alignas(64) float tile[kRows][kPanels * kNr];
-    for (int r = 0; r < kRows; ++r)
-      for (int j = 0; j < kPanels; ++j) _mm512_store_ps(&tile[r][j * kNr], acc[r][j]);
-    constexpr auto gemm = kRows == 12   ? modex_f32_gemm_12x32_avx512
-                          : kRows == 10 ? modex_f32_gemm_10x32_avx512
-                                        : modex_f32_gemm_8x32_avx512;
-    for (int64_t s = 0; s < segments; ++s) {
-      gemm(K, ar, b, &tile[0][0], pf, std::clamp<int64_t>((pf_lines + 1) / 2, 0, K));
-      b += K * kNr * kPanels;
-      pf += K * kNr * kPanels;
-      pf_lines -= K * kPanels;
-      for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
-    }
-    for (int r = 0; r < kRows; ++r)
-      for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_load_ps(&tile[r][j * kNr]);
-  } else {
-    for (int64_t s = 0; s < segments; ++s) {
+  for (int64_t s = 0; s < segments; ++s) {
 #pragma GCC unroll 4
-      for (int64_t k = 0; k < K; ++k) {
-        if (k * kPanels < pf_lines) {
-          for (int j = 0; j < kPanels; ++j)
-            _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T1);
-        }
-        __m512 bv[kPanels];
-        for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + (k * kPanels + j) * kNr);
-#pragma GCC unroll 12
-        for (int r = 0; r < kRows; ++r) {
-          const __m512 v = _mm512_set1_ps(ar[r][k]);
-          for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(v, bv[j], acc[r][j]);
-        }
+    for (int64_t k = 0; k < K; ++k) {
+      if (k * kPanels < pf_lines) {
+        for (int j = 0; j < kPanels; ++j)
+          _mm_prefetch(reinterpret_cast<const char*>(pf + (k * kPanels + j) * kNr), _MM_HINT_T1);
       }
-      b += K * kNr * kPanels;
-      pf += K * kNr * kPanels;
-      pf_lines -= K * kPanels;
-      for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
+      __m512 bv[kPanels];
+      for (int j = 0; j < kPanels; ++j) bv[j] = _mm512_load_ps(b + (k * kPanels + j) * kNr);
+#pragma GCC unroll 12
+      for (int r = 0; r < kRows; ++r) {
+        const __m512 v = _mm512_set1_ps(ar[r][k]);
+        for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(v, bv[j], acc[r][j]);
+      }
     }
+    b += K * kNr * kPanels;
+    pf += K * kNr * kPanels;
+    pf_lines -= K * kPanels;
+    for (int r = 0; r < kRows; ++r) ar[r] += segment_stride;
   }
   if (!last) lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
@@ -293,11 +303,9 @@ PanelStep panel_step(bool avx512, int64_t p, int64_t end, int64_t O) {
       const MicroKernel k12 = micro_kernel_avx512<1, kFixedK>, k6 = micro_kernel_avx512<1, kFixedK, kMr>;
       return {k12, 1, std::min(kNr, O - p * kNr), kMrAvx512, k6, k12, k12};
     }
-    const MicroKernel k12 = micro_kernel_avx512<2, kFixedK>, k6 = micro_kernel_avx512<2, kFixedK, kMr>;
-    // The 8- and 10-row tiles only where the assembly runs them (any K).
-    const MicroKernel k8 = kFixedK == 0 ? micro_kernel_avx512<2, 0, 8> : k12;
-    const MicroKernel k10 = kFixedK == 0 ? micro_kernel_avx512<2, 0, 10> : k12;
-    return {k12, 2, std::min(2 * kNr, O - p * kNr), kMrAvx512, k6, k8, k10};
+    // The tiles of 8 to 12 rows run the assembly loops, for any K.
+    return {micro_kernel_avx512<2>, 2, std::min(2 * kNr, O - p * kNr), kMrAvx512,
+            micro_kernel_avx512<2, kFixedK, kMr>, micro_kernel_avx512<2, 0, 8>, micro_kernel_avx512<2, 0, 10>};
   }
   const int64_t cols = std::min(kNr, O - p * kNr);
   const MicroKernel k = cols > 8 ? micro_kernel_6x16<true, kFixedK> : micro_kernel_6x16<false, kFixedK>;
