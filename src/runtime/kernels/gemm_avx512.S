@@ -5,7 +5,8 @@
 // For the R = 12, 10 or 8 rows r of one output tile of a panel pair (32 columns):
 //   c[r][0 .. 32) = clamp(init + sum over s < segments, k < K of a[r][s * stride + k] * b[32 (s K + k) ..],
 //                         lo, hi)
-// where init is the bias (t->bias set) or c's row itself (t->bias null: a later K block). Only
+// where init is the bias (t->bias set) or c's row itself (t->bias null: a later K block), plus
+// the residual's row where t->residual is set (a fused Add, rows ldc apart as c's). Only
 // rows r < t->rows are read and written; the columns past 16 + popcount(mask) are neither. Where
 // the bias starts a tile, its lines of c are first asked for with intent to write. Over the first
 // pf_k values of k (of the first segment), the two 64-byte lines at pf + 32k are prefetched into
@@ -39,6 +40,7 @@
 #define T_LO 88
 #define T_HI 92
 #define T_MASK 96
+#define T_RESIDUAL 104
 
 // Locals (bytes from rsp).
 #define L_PF_END 0      // the index where the prefetching loop ends: 4 (pf_k - K)
@@ -102,6 +104,24 @@
         jle     8f
         vmovups (%r9), %zmm\acc0
         vmovups 64(%r9), %zmm\acc1{%k1}{z}
+        add     %rdx, %r9
+.endif
+.endm
+.macro FETCH R, r, acc0, acc1
+.if \r < \R
+        cmp     $\r, %r8
+        jle     8f
+        prefetcht0 (%r9)
+        prefetcht0 64(%r9)
+        add     %rdx, %r9
+.endif
+.endm
+.macro ADD_ROW R, r, acc0, acc1
+.if \r < \R
+        cmp     $\r, %r8
+        jle     8f
+        vaddps  (%r9), %zmm\acc0, %zmm\acc0
+        vaddps  64(%r9), %zmm\acc1, %zmm\acc1{%k1}
         add     %rdx, %r9
 .endif
 .endm
@@ -180,6 +200,14 @@
         EACH_ROW LOAD, \R
 8:
 2:
+        // The residual's lines asked for now, to be in L1 by the end.
+        mov     T_RESIDUAL(%rdi), %r9
+        test    %r9, %r9
+        jz      8f
+        mov     T_LDC(%rdi), %rdx
+        mov     T_ROWS(%rdi), %r8
+        EACH_ROW FETCH, \R
+8:
         mov     T_SEGMENTS(%rdi), %rax
         mov     %rax, L_LEFT(%rsp)
         mov     T_STRIDE(%rdi), %rax
@@ -267,8 +295,15 @@
         mov     %rdi, L_PF_END(%rsp)
         jmp     6b
 7:
-        // Clamp, store rows < rows.
+        // The residual's rows < rows added, clamp, store rows < rows.
         mov     L_TILE(%rsp), %rdi
+        mov     T_RESIDUAL(%rdi), %r9
+        test    %r9, %r9
+        jz      8f
+        mov     T_LDC(%rdi), %rdx
+        mov     T_ROWS(%rdi), %r8
+        EACH_ROW ADD_ROW, \R
+8:
         vbroadcastss T_LO(%rdi), %zmm24
         vbroadcastss T_HI(%rdi), %zmm25
         .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23

@@ -54,26 +54,6 @@ __attribute__((target("avx2,fma"))) void native::silu_inplace(float* data, size_
   }
 }
 
-__attribute__((target("avx2,fma"))) void native::add_residual(float* y, const float* residual, int64_t ld,
-                                                              int64_t rows, int64_t cols, float lo, float hi,
-                                                              bool silu) {
-  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-  for (int64_t r = 0; r < rows; ++r, y += ld, residual += ld) {
-    int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-      __m256 v = _mm256_add_ps(_mm256_loadu_ps(y + c), _mm256_loadu_ps(residual + c));
-      v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
-      _mm256_storeu_ps(y + c, silu ? silu_avx2(v) : v);
-    }
-    if (c < cols) {
-      const __m256i mask = lane_mask(cols - c);
-      __m256 v = _mm256_add_ps(_mm256_maskload_ps(y + c, mask), _mm256_maskload_ps(residual + c, mask));
-      v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
-      _mm256_maskstore_ps(y + c, mask, silu ? silu_avx2(v) : v);
-    }
-  }
-}
-
 namespace {
 
 // With AVX-512 VBMI: vpermi2b looks 64 bytes up in a 128-entry table (two registers) at once; the
@@ -239,13 +219,10 @@ class NativeConv final : public Kernel {
   void setup(std::span<const Tensor> in, std::span<Tensor> out, const RunContext& ctx) override {
     x_ = in[0];
     y_ = out[0];
-    // With a residual input the micro-kernels store the plain sums and each block adds the
-    // residual and applies the activation right after, while its tile is still in cache.
+    // With a residual input the micro-kernels add its rows to the tile's on the last K block,
+    // before the activation, in registers (residual_at), instead of a pass over each finished
+    // block.
     residual_ = in.size() > 3 ? in[3] : Tensor();
-    const bool res = residual_.defined();
-    k_lo_ = res ? -xnn::kInf : lo_;
-    k_hi_ = res ? xnn::kInf : hi_;
-    k_silu_ = !res && silu_;
     N_ = x_.dim(0);
     H_ = x_.dim(1);
     W_ = x_.dim(2);
@@ -415,10 +392,12 @@ class NativeConv final : public Kernel {
       run_block_padded(m0, rows, p_begin, p_end, packed, y);
     else
       run_block_gemm(m0, rows, p_begin, p_end, packed, y);
-    if (residual_.defined()) {
-      const int64_t col0 = p_begin * kNr, cols = std::min(p_end * kNr, O_) - col0;
-      native::add_residual(y + col0, residual_.data<float>() + m0 * O_ + col0, O_, rows, cols, lo_, hi_, silu_);
-    }
+  }
+
+  // The residual's rows for the tile at row r (of the block at m0) and panel p, on the last K
+  // block: the micro-kernels add them before the activation.
+  const float* residual_at(int64_t m0, int64_t r, int64_t p, bool last) const {
+    return last && residual_.defined() ? residual_.data<float>() + (m0 + r) * O_ + p * kNr : nullptr;
   }
 
   // The share of the strip at row r of the B that its item multiplies next, after the K block at
@@ -464,7 +443,7 @@ class NativeConv final : public Kernel {
           for (int64_t i = 0; i < step.rows; ++i) rowp[i] = a + (r + std::min(i, mr - 1)) * lda + k0;
           Prefetch pf = next_b(packed, k0, kc, p + step.panels, p_begin, p_end, r, rows, step.rows);
           step.for_rows(mr)(kc, rowp, b, bias_.data() + p * kNr, k0 > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
-                      k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
+                      lo_, hi_, silu_, pf.at, pf.lines, 1, 0, residual_at(m0, r, p, last));
         }
         p += step.panels;
       }
@@ -493,7 +472,8 @@ class NativeConv final : public Kernel {
         for (int64_t i = 0; i < step.rows; ++i) rowp[i] = windows[static_cast<size_t>(r + std::min(i, mr - 1))];
         Prefetch pf = next_panel_share(b, K_ * step.panels, r, rows, step.rows);
         step.for_rows(mr)(row_len, rowp, b, bias_.data() + p * kNr, false, y + r * O_ + p * kNr, O_, mr, step.cols, true,
-                    k_lo_, k_hi_, k_silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride);
+                    lo_, hi_, silu_, pf.at, pf.lines, attrs_.kernel[0], row_stride,
+                    residual_at(m0, r, p, true));
       }
       p += step.panels;
     }
@@ -564,7 +544,7 @@ class NativeConv final : public Kernel {
           for (int64_t i = 0; i < step.rows; ++i) rowp[i] = table[static_cast<size_t>((r + std::min(i, mr - 1)) * k_blocks + kb)];
           Prefetch pf = next_b(packed, k0, kc_, p + step.panels, p_begin, p_end, r, rows, step.rows);
           step.for_rows(mr)(kc_, rowp, b, bias_.data() + p * kNr, kb > 0, y + r * O_ + p * kNr, O_, mr, step.cols, last,
-                      k_lo_, k_hi_, k_silu_, pf.at, pf.lines, 1, 0);
+                      lo_, hi_, silu_, pf.at, pf.lines, 1, 0, residual_at(m0, r, p, last));
         }
         p += step.panels;
       }
@@ -581,8 +561,6 @@ class NativeConv final : public Kernel {
   std::vector<float> bias_;
   float lo_ = -xnn::kInf, hi_ = xnn::kInf;
   bool direct_ = false, silu_ = false;
-  float k_lo_ = -xnn::kInf, k_hi_ = xnn::kInf;  // what the micro-kernels apply: none with a residual
-  bool k_silu_ = false;
   xnn::PostActivation post_;
   Tensor x_, y_, residual_;
   int64_t N_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0, M_ = 0, block_rows_ = kMr, blocks_ = 0;

@@ -51,7 +51,8 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
                                                             int64_t ldc, int64_t rows, int64_t cols, bool last,
                                                             float lo, float hi, bool silu, const float* pf,
                                                             int64_t pf_lines, int64_t segments = 1,
-                                                            int64_t segment_stride = 0) {
+                                                            int64_t segment_stride = 0,
+                                                            const float* residual = nullptr) {
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (!accumulate) {
     c00 = _mm256_loadu_ps(bias);
@@ -116,6 +117,12 @@ __attribute__((target("avx2,fma"))) void micro_kernel_6x16(int64_t K, const floa
   const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
   __m256 acc[kMr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   for (int64_t r = 0; r < rows; ++r) {
+    if (residual && last) {
+      alignas(32) float res[kNr] = {};
+      std::memcpy(res, residual + r * ldc, static_cast<size_t>(cols) * sizeof(float));
+      acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_load_ps(res));
+      acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_load_ps(res + 8));
+    }
     __m256 y0 = _mm256_min_ps(_mm256_max_ps(acc[r][0], vlo), vhi);
     __m256 y1 = _mm256_min_ps(_mm256_max_ps(acc[r][1], vlo), vhi);
     if (silu && last) {
@@ -159,9 +166,10 @@ struct AsmTile {
   int64_t pf_k;
   float lo, hi;
   int64_t mask;            // columns 16..31 that exist
+  const float* residual;   // added before the clamp (rows ldc apart, as c's), or null
 };
 static_assert(offsetof(AsmTile, bias) == 32 && offsetof(AsmTile, pf) == 72 && offsetof(AsmTile, lo) == 88 &&
-              offsetof(AsmTile, mask) == 96);
+              offsetof(AsmTile, mask) == 96 && offsetof(AsmTile, residual) == 104);
 
 }  // namespace modex::runtime::native
 
@@ -188,7 +196,7 @@ template <int kPanels, int kFixedK = 0, int kRows = kMrAvx512>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_kernel_avx512(
     int64_t K, const float* const* a, const float* b, const float* bias, bool accumulate, float* c, int64_t ldc,
     int64_t rows, int64_t cols, bool last, float lo, float hi, bool silu, const float* pf, int64_t pf_lines,
-    int64_t segments = 1, int64_t segment_stride = 0) {
+    int64_t segments = 1, int64_t segment_stride = 0, const float* residual = nullptr) {
   if constexpr (kFixedK > 0) K = kFixedK;
   if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8) && kFixedK == 0) {
     // A panel pair's tile of 8 to 12 rows is the assembly kernel's (gemm_avx512.S); SiLU, where
@@ -196,7 +204,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const AsmTile t{a, b, c, ldc * static_cast<int64_t>(sizeof(float)), accumulate ? nullptr : bias, K, rows,
                     segments, segment_stride, pf, std::clamp<int64_t>((pf_lines + 1) / 2, 0, K), last ? lo : -kInf,
-                    last ? hi : kInf, (int64_t{1} << std::clamp<int64_t>(cols - kNr, 0, kNr)) - 1};
+                    last ? hi : kInf, (int64_t{1} << std::clamp<int64_t>(cols - kNr, 0, kNr)) - 1,
+                    last ? residual : nullptr};
     if constexpr (kRows == 12) modex_f32_tile_12x32_avx512(&t);
     if constexpr (kRows == 10) modex_f32_tile_10x32_avx512(&t);
     if constexpr (kRows == 8) modex_f32_tile_8x32_avx512(&t);
@@ -261,6 +270,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
   for (int r = 0; r < kRows; ++r) {
     if (r == rows) break;
     for (int j = 0; j < kPanels; ++j) {
+      if (residual && last)
+        acc[r][j] = _mm512_add_ps(acc[r][j], _mm512_maskz_loadu_ps(mask[j], residual + r * ldc + j * kNr));
       __m512 y = _mm512_min_ps(_mm512_max_ps(acc[r][j], vlo), vhi);
       if (silu && last) y = silu_avx512(y);
       _mm512_mask_storeu_ps(c + r * ldc + j * kNr, mask[j], y);
@@ -270,7 +281,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
 
 using MicroKernel = void (*)(int64_t K, const float* const* a, const float* b, const float* bias, bool accumulate,
                              float* c, int64_t ldc, int64_t rows, int64_t cols, bool last, float lo, float hi,
-                             bool silu, const float* pf, int64_t pf_lines, int64_t segments, int64_t segment_stride);
+                             bool silu, const float* pf, int64_t pf_lines, int64_t segments, int64_t segment_stride,
+                             const float* residual);
 
 // One step of a GEMM over the panels [p, end): the micro-kernel, how many panels it covers, their
 // real columns (of O) and the rows of its strip. AVX-512 takes panel pairs (a single one last when
@@ -370,11 +382,6 @@ void copy_into_bordered(const T* x, int64_t N, int64_t H, int64_t W, int64_t C, 
       std::memcpy(bordered + ((n * Hp + ih + top) * Wp + left) * C, x + (n * H + ih) * W * C,
                   static_cast<size_t>(cols * C) * sizeof(T));
 }
-
-// y[r][0, cols) = clamp(y[r] + residual[r], lo, hi) (then SiLU) for r < rows, both with row stride
-// ld: a convolution's fused residual Add, over a block of output it has just written.
-void add_residual(float* y, const float* residual, int64_t ld, int64_t rows, int64_t cols, float lo, float hi,
-                  bool silu);
 
 // A kernel's float scratch, grown (never shrunk) on setup, zero-filled when it grows; a Buffer,
 // so that megabytes of it sit on huge pages (Buffer::allocate).
