@@ -163,7 +163,7 @@ struct AsmTile {
   const float* bias;       // 32 floats to start from, or null: start from c
   int64_t K, rows, segments, stride;  // stride in floats
   const float* pf;
-  int64_t pf_k;
+  int64_t pf_lines;        // at most K / 2
   float lo, hi;
   int64_t mask;            // columns 16..31 that exist
   const float* residual;   // added before the clamp (rows ldc apart, as c's), or null
@@ -203,7 +203,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     // it applies, after it, on the stored tile.
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const AsmTile t{a, b, c, ldc * static_cast<int64_t>(sizeof(float)), accumulate ? nullptr : bias, K, rows,
-                    segments, segment_stride, pf, std::clamp<int64_t>((pf_lines + 1) / 2, 0, K), last ? lo : -kInf,
+                    segments, segment_stride, pf, std::clamp<int64_t>(pf_lines, 0, K / 2), last ? lo : -kInf,
                     last ? hi : kInf, (int64_t{1} << std::clamp<int64_t>(cols - kNr, 0, kNr)) - 1,
                     last ? residual : nullptr};
     if constexpr (kRows == 12) modex_f32_tile_12x32_avx512(&t);
