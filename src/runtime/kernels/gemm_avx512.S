@@ -1,8 +1,8 @@
 // The AVX-512 dense kernel's tiles, declared in native_conv.h (native::AsmTile):
 //
-//   void modex_f32_tile_{12,10,8}x32_avx512(const AsmTile* t);
+//   void modex_f32_tile_{12,10,8,6}x32_avx512(const AsmTile* t);
 //
-// For the R = 12, 10 or 8 rows r of one output tile of a panel pair (32 columns):
+// For the R = 12, 10, 8 or 6 rows r of one output tile of a panel pair (32 columns):
 //   c[r][0 .. 32) = clamp(init + sum over s < segments, k < K of a[r][s * stride + k] * b[32 (s K + k) ..],
 //                         lo, hi)
 // where init is the bias (t->bias set) or c's row itself (t->bias null: a later K block), plus
@@ -69,8 +69,10 @@
         ROW %r11, \off, 6, 7, 29
         ROW %r12, \off, 8, 9, 30
         ROW %r13, \off, 10, 11, 31
+.if \R > 6
         ROW %r14, \off, 12, 13, 26
         ROW %r15, \off, 14, 15, 27
+.endif
 .if \R > 8
         ROW %rcx, \off, 16, 17, 28
         ROW %rax, \off, 18, 19, 29
@@ -229,8 +231,10 @@
         POINTER 3, %r11
         POINTER 4, %r12
         POINTER 5, %r13
+.if \R > 6
         POINTER 6, %r14
         POINTER 7, %r15
+.endif
 .if \R > 8
         POINTER 8, %rcx
         POINTER 9, %rax
@@ -284,8 +288,10 @@
         add     %rdi, %r11
         add     %rdi, %r12
         add     %rdi, %r13
+.if \R > 6
         add     %rdi, %r14
         add     %rdi, %r15
+.endif
 .if \R > 8
         add     %rdi, %rcx
         add     %rdi, %rax
@@ -335,5 +341,6 @@
         TILE    12, modex_f32_tile_12x32_avx512
         TILE    10, modex_f32_tile_10x32_avx512
         TILE    8, modex_f32_tile_8x32_avx512
+        TILE    6, modex_f32_tile_6x32_avx512
 
         .section .note.GNU-stack, "", @progbits

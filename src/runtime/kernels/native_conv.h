@@ -177,6 +177,7 @@ extern "C" {
 void modex_f32_tile_12x32_avx512(const modex::runtime::native::AsmTile* t);
 void modex_f32_tile_10x32_avx512(const modex::runtime::native::AsmTile* t);
 void modex_f32_tile_8x32_avx512(const modex::runtime::native::AsmTile* t);
+void modex_f32_tile_6x32_avx512(const modex::runtime::native::AsmTile* t);
 }
 
 namespace modex::runtime::native {
@@ -198,8 +199,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     int64_t rows, int64_t cols, bool last, float lo, float hi, bool silu, const float* pf, int64_t pf_lines,
     int64_t segments = 1, int64_t segment_stride = 0, const float* residual = nullptr) {
   if constexpr (kFixedK > 0) K = kFixedK;
-  if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8) && kFixedK == 0) {
-    // A panel pair's tile of 8 to 12 rows is the assembly kernel's (gemm_avx512.S); SiLU, where
+  if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8 || kRows == 6) && kFixedK == 0) {
+    // A panel pair's tile of 6 to 12 rows is the assembly kernel's (gemm_avx512.S); SiLU, where
     // it applies, after it, on the stored tile.
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const AsmTile t{a, b, c, ldc * static_cast<int64_t>(sizeof(float)), accumulate ? nullptr : bias, K, rows,
@@ -209,6 +210,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
     if constexpr (kRows == 12) modex_f32_tile_12x32_avx512(&t);
     if constexpr (kRows == 10) modex_f32_tile_10x32_avx512(&t);
     if constexpr (kRows == 8) modex_f32_tile_8x32_avx512(&t);
+    if constexpr (kRows == 6) modex_f32_tile_6x32_avx512(&t);
     if (silu && last) {
       const __mmask16 m1 = static_cast<__mmask16>(t.mask);
       for (int64_t r = 0; r < rows; ++r) {
@@ -315,9 +317,9 @@ PanelStep panel_step(bool avx512, int64_t p, int64_t end, int64_t O) {
       const MicroKernel k12 = micro_kernel_avx512<1, kFixedK>, k6 = micro_kernel_avx512<1, kFixedK, kMr>;
       return {k12, 1, std::min(kNr, O - p * kNr), kMrAvx512, k6, k12, k12};
     }
-    // The tiles of 8 to 12 rows run the assembly loops, for any K.
+    // Every tile of a pair runs the assembly kernel, for any K.
     return {micro_kernel_avx512<2>, 2, std::min(2 * kNr, O - p * kNr), kMrAvx512,
-            micro_kernel_avx512<2, kFixedK, kMr>, micro_kernel_avx512<2, 0, 8>, micro_kernel_avx512<2, 0, 10>};
+            micro_kernel_avx512<2, 0, kMr>, micro_kernel_avx512<2, 0, 8>, micro_kernel_avx512<2, 0, 10>};
   }
   const int64_t cols = std::min(kNr, O - p * kNr);
   const MicroKernel k = cols > 8 ? micro_kernel_6x16<true, kFixedK> : micro_kernel_6x16<false, kFixedK>;
