@@ -194,14 +194,19 @@ class NativeConv final : public Kernel {
     float* p = reinterpret_cast<float*>(packed_->data());
     std::fill_n(p, panels_ * K_ * kNr, 0.0f);
     const float* wd = w.data<float>();
-    // Layout: K blocks of kc_ rows; within one, panel after panel, each [kc][16].
-    for (int64_t o = 0; o < O_; ++o) {
+    // Layout: K blocks of kc_ rows; within one, panel after panel, each [kc][16]. Filled 32
+    // output channels at a time, k by k: the writes run along the packed rows and the reads along
+    // 32 weight rows at once (one channel at a time wrote a line per value: a third of resnet50's
+    // load time).
+    for (int64_t o0 = 0; o0 < O_; o0 += 2 * kNr) {
+      const int64_t o1 = std::min(O_, o0 + 2 * kNr);
       for (int64_t k = 0; k < K_; ++k) {
-        int64_t k0 = k / kc_ * kc_, kc = std::min(kc_, K_ - k0);
-        p[k0 * panels_ * kNr + native::packed_b_offset(avx512_, panels_, kc, k - k0, o)] = wd[o * K_ + k];
+        const int64_t k0 = k / kc_ * kc_, kc = std::min(kc_, K_ - k0);
+        float* block = p + k0 * panels_ * kNr;
+        for (int64_t o = o0; o < o1; ++o) block[native::packed_b_offset(avx512_, panels_, kc, k - k0, o)] = wd[o * K_ + k];
       }
-      if (b) bias_[static_cast<size_t>(o)] = b->data<float>()[o];
     }
+    if (b) std::copy_n(b->data<float>(), O_, bias_.begin());
     xnn::Range r = xnn::clamp_range(a.activation);
     lo_ = r.min;
     hi_ = r.max;
