@@ -8,6 +8,7 @@
 
 #include "ir/graph.h"
 #include "modex/runtime.h"
+#include "runtime/kernels/native_conv.h"
 #include "runtime/reference.h"
 #include "runtime_test_util.h"
 
@@ -163,6 +164,67 @@ TEST(XnnKernels, ConvolutionMatchesReference) {
 // on AVX2) and on AVX2 alone, against the reference: channel counts of 1, 2 and 2.5 wide vectors,
 // the unrolled 3x3 / 5x5 strides and the generic 7-wide path, borders, channel groups at 2
 // threads, fused clamp and SiLU.
+// The AVX-512 tile of a panel pair (the assembly kernels, 6 to 12 rows) against sums computed
+// here: every row count, partial second panels, K of 1 (no pair of k), odd and even, kernel-row
+// segments, a later K block (accumulating into c), the fused residual, the clamp only on the last
+// K block, a prefetch share; rows past `rows` and columns past `cols` left untouched.
+TEST(NativeKernels, Avx512TileMatchesItsSums) {
+  namespace nv = runtime::native;
+  if (!nv::isa_enabled(nv::Isa::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  constexpr int64_t kLd = 40, kStride = 100;
+  const nv::MicroKernel kernels[] = {nv::micro_kernel_avx512<2, 0, 6>, nv::micro_kernel_avx512<2, 0, 8>,
+                                     nv::micro_kernel_avx512<2, 0, 10>, nv::micro_kernel_avx512<2, 0, 12>};
+  const int64_t tile_rows[] = {6, 8, 10, 12};
+  int checked = 0;
+  for (int t = 0; t < 4; ++t)
+    for (int64_t rows = 1; rows <= tile_rows[t]; rows += (rows < 5 ? 1 : 3))
+      for (int64_t cols : {17, 24, 32})
+        for (int64_t K : {1, 2, 7, 64})
+          for (int64_t segments : {1, 3})
+            for (int variant = 0; variant < 4; ++variant) {
+              const bool accumulate = variant & 1, last = variant != 1, with_residual = variant >= 2;
+              SCOPED_TRACE("rows " + std::to_string(rows) + " of " + std::to_string(tile_rows[t]) + ", cols " +
+                           std::to_string(cols) + ", K " + std::to_string(K) + ", segments " +
+                           std::to_string(segments) + ", variant " + std::to_string(variant));
+              std::vector<float> a(static_cast<size_t>(12 * (segments * kStride + 8)));
+              for (float& v : a) v = u(rng);
+              const float* rowp[nv::kMaxMr];
+              for (int64_t i = 0; i < 12; ++i)
+                rowp[i] = a.data() + std::min(i, rows - 1) * (segments * kStride + 8);
+              // B: the pair's interleaved rows, 64-byte aligned, zero past cols.
+              std::vector<float> b_store(static_cast<size_t>(segments * K * 32 + 16), 0.0f);
+              float* b = b_store.data() + (16 - reinterpret_cast<uintptr_t>(b_store.data()) / 4 % 16) % 16;
+              for (int64_t k = 0; k < segments * K; ++k)
+                for (int64_t j = 0; j < cols; ++j) b[k * 32 + j] = u(rng);
+              std::vector<float> bias(32), c(static_cast<size_t>(14 * kLd)), residual(c.size());
+              for (float& v : bias) v = u(rng);
+              for (float& v : c) v = u(rng);
+              for (float& v : residual) v = u(rng);
+              const std::vector<float> before = c;
+              const float lo = -0.5f, hi = 0.75f;
+              kernels[t](K, rowp, b, bias.data(), accumulate, c.data(), kLd, rows, cols, last, lo, hi, false, b,
+                         K / 2, segments, kStride, with_residual ? residual.data() : nullptr);
+              for (int64_t r = 0; r < 14; ++r)
+                for (int64_t j = 0; j < kLd; ++j) {
+                  const size_t at = static_cast<size_t>(r * kLd + j);
+                  if (r >= rows || j >= cols) {
+                    ASSERT_EQ(c[at], before[at]) << "row " << r << " column " << j << " written";
+                    continue;
+                  }
+                  double want = accumulate ? before[at] : bias[static_cast<size_t>(j)];
+                  for (int64_t s = 0; s < segments; ++s)
+                    for (int64_t k = 0; k < K; ++k) want += double{rowp[r][s * kStride + k]} * b[(s * K + k) * 32 + j];
+                  if (last && with_residual) want += residual[at];
+                  if (last) want = std::clamp(want, double{lo}, double{hi});
+                  ASSERT_NEAR(c[at], want, 1e-4) << "row " << r << " column " << j;
+                }
+              ++checked;
+            }
+  EXPECT_GT(checked, 1000);
+}
+
 TEST(NativeKernels, DepthwiseMatchesReferenceOnEachIsa) {
   if (!runtime::native::cpu_has_avx2_fma()) GTEST_SKIP() << "no AVX2";
   std::vector<ConvCase> cases = {
