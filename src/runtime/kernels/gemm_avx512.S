@@ -89,69 +89,62 @@
         add     %rdi, \reg
 .endm
 
-// Row operations on c, r8 = rows, r9 walking c's rows, rdx = ldc: each is skipped from the first
-// row r >= rows on (a jump to the next label 8 after the sequence).
-.macro ASK R, r
+// One row's operation on the rows at r9 (ldc = rdx apart), for rows r < r8 only: from the first
+// row r >= r8 on, a jump to the next label 8 after the sequence. ask: c's two lines asked for
+// with intent to write; load: c's row into the accumulators (columns past the mask zero); fetch:
+// the residual's two lines prefetched; add: the residual's row added; store: the accumulators
+// stored (columns past the mask left).
+.macro ROW_OP kind, R, r, acc0, acc1
 .if \r < \R
         cmp     $\r, %r8
         jle     8f
+.ifc \kind, ask
         prefetchw (%r9)
         prefetchw 64(%r9)
-        add     %rdx, %r9
 .endif
-.endm
-.macro LOAD R, r, acc0, acc1
-.if \r < \R
-        cmp     $\r, %r8
-        jle     8f
+.ifc \kind, load
         vmovups (%r9), %zmm\acc0
         vmovups 64(%r9), %zmm\acc1{%k1}{z}
-        add     %rdx, %r9
 .endif
-.endm
-.macro FETCH R, r, acc0, acc1
-.if \r < \R
-        cmp     $\r, %r8
-        jle     8f
+.ifc \kind, fetch
         prefetcht0 (%r9)
         prefetcht0 64(%r9)
-        add     %rdx, %r9
 .endif
-.endm
-.macro ADD_ROW R, r, acc0, acc1
-.if \r < \R
-        cmp     $\r, %r8
-        jle     8f
+.ifc \kind, add
         vaddps  (%r9), %zmm\acc0, %zmm\acc0
         vaddps  64(%r9), %zmm\acc1, %zmm\acc1{%k1}
-        add     %rdx, %r9
 .endif
-.endm
-.macro STORE R, r, acc0, acc1
-.if \r < \R
-        cmp     $\r, %r8
-        jle     8f
+.ifc \kind, store
         vmovups %zmm\acc0, (%r9)
         vmovups %zmm\acc1, 64(%r9){%k1}
+.endif
         add     %rdx, %r9
 .endif
 .endm
-.macro EACH_ROW op, R
-        \op     \R, 0, 0, 1
-        \op     \R, 1, 2, 3
-        \op     \R, 2, 4, 5
-        \op     \R, 3, 6, 7
-        \op     \R, 4, 8, 9
-        \op     \R, 5, 10, 11
-        \op     \R, 6, 12, 13
-        \op     \R, 7, 14, 15
-        \op     \R, 8, 16, 17
-        \op     \R, 9, 18, 19
-        \op     \R, 10, 20, 21
-        \op     \R, 11, 22, 23
+.macro EACH_ROW kind, R
+        ROW_OP  \kind, \R, 0, 0, 1
+        ROW_OP  \kind, \R, 1, 2, 3
+        ROW_OP  \kind, \R, 2, 4, 5
+        ROW_OP  \kind, \R, 3, 6, 7
+        ROW_OP  \kind, \R, 4, 8, 9
+        ROW_OP  \kind, \R, 5, 10, 11
+        ROW_OP  \kind, \R, 6, 12, 13
+        ROW_OP  \kind, \R, 7, 14, 15
+        ROW_OP  \kind, \R, 8, 16, 17
+        ROW_OP  \kind, \R, 9, 18, 19
+        ROW_OP  \kind, \R, 10, 20, 21
+        ROW_OP  \kind, \R, 11, 22, 23
 .endm
-.macro ASK4 R, r, acc0, acc1
-        ASK     \R, \r
+
+// EACH_ROW over the residual's rows (rdi = the AsmTile), if it has one.
+.macro RESIDUAL_ROWS kind, R
+        mov     T_RESIDUAL(%rdi), %r9
+        test    %r9, %r9
+        jz      8f
+        mov     T_LDC(%rdi), %rdx
+        mov     T_ROWS(%rdi), %r8
+        EACH_ROW \kind, \R
+8:
 .endm
 
 .macro TILE R, name
@@ -189,7 +182,7 @@
         vmovaps %zmm25, %zmm\i
         .endif
         .endr
-        EACH_ROW ASK4, \R
+        EACH_ROW ask, \R
 8:
         jmp     2f
 1:
@@ -199,17 +192,11 @@
         vpxord  %zmm\i, %zmm\i, %zmm\i
         .endif
         .endr
-        EACH_ROW LOAD, \R
+        EACH_ROW load, \R
 8:
 2:
         // The residual's lines asked for now, to be in L1 by the end.
-        mov     T_RESIDUAL(%rdi), %r9
-        test    %r9, %r9
-        jz      8f
-        mov     T_LDC(%rdi), %rdx
-        mov     T_ROWS(%rdi), %r8
-        EACH_ROW FETCH, \R
-8:
+        RESIDUAL_ROWS fetch, \R
         mov     T_SEGMENTS(%rdi), %rax
         mov     %rax, L_LEFT(%rsp)
         mov     T_STRIDE(%rdi), %rax
@@ -306,13 +293,7 @@
 7:
         // The residual's rows < rows added, clamp, store rows < rows.
         mov     L_TILE(%rsp), %rdi
-        mov     T_RESIDUAL(%rdi), %r9
-        test    %r9, %r9
-        jz      8f
-        mov     T_LDC(%rdi), %rdx
-        mov     T_ROWS(%rdi), %r8
-        EACH_ROW ADD_ROW, \R
-8:
+        RESIDUAL_ROWS add, \R
         vbroadcastss T_LO(%rdi), %zmm24
         vbroadcastss T_HI(%rdi), %zmm25
         .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23
@@ -324,7 +305,7 @@
         mov     T_C(%rdi), %r9
         mov     T_LDC(%rdi), %rdx
         mov     T_ROWS(%rdi), %r8
-        EACH_ROW STORE, \R
+        EACH_ROW store, \R
 8:
         add     $L_SIZE, %rsp
         pop     %r15
