@@ -52,6 +52,9 @@
 
         .text
 
+// (Macro names must not be mnemonics: the assembler matches them without regard to case, so a
+// macro called ADD or PUSH would take the place of the instruction inside every macro.)
+
 // One row of A at k: broadcast a[r][k], multiply-add into the row's two accumulators.
 .macro ROW ptr, off, acc0, acc1, t
         vbroadcastss \off(\ptr,%rdi), %zmm\t
@@ -136,6 +139,19 @@
         ROW_OP  \kind, \R, 11, 22, 23
 .endm
 
+// Saving and restoring a callee-saved register, with the unwind information that lets debuggers
+// and profilers walk the stack through a tile.
+.macro SAVE reg
+        push    \reg
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset \reg, 0
+.endm
+.macro RESTORE reg
+        pop     \reg
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore \reg
+.endm
+
 // EACH_ROW over the residual's rows (rdi = the AsmTile), if it has one.
 .macro RESIDUAL_ROWS kind, R
         mov     T_RESIDUAL(%rdi), %r9
@@ -153,13 +169,15 @@
         .type   \name, @function
         .p2align 5
 \name:
-        push    %rbx
-        push    %rbp
-        push    %r12
-        push    %r13
-        push    %r14
-        push    %r15
+        .cfi_startproc
+        SAVE    %rbx
+        SAVE    %rbp
+        SAVE    %r12
+        SAVE    %r13
+        SAVE    %r14
+        SAVE    %r15
         sub     $L_SIZE, %rsp
+        .cfi_adjust_cfa_offset L_SIZE
         mov     %rdi, L_TILE(%rsp)
         mov     T_MASK(%rdi), %rax
         kmovw   %eax, %k1
@@ -308,14 +326,16 @@
         EACH_ROW store, \R
 8:
         add     $L_SIZE, %rsp
-        pop     %r15
-        pop     %r14
-        pop     %r13
-        pop     %r12
-        pop     %rbp
-        pop     %rbx
+        .cfi_adjust_cfa_offset -L_SIZE
+        RESTORE %r15
+        RESTORE %r14
+        RESTORE %r13
+        RESTORE %r12
+        RESTORE %rbp
+        RESTORE %rbx
         vzeroupper
         ret
+        .cfi_endproc
         .size   \name, .-\name
 .endm
 

@@ -9,6 +9,7 @@
 #include "runtime/kernels/simd.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -202,6 +203,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))) void micro_ker
   if constexpr (kPanels == 2 && (kRows == 12 || kRows == 10 || kRows == 8 || kRows == 6) && kFixedK == 0) {
     // A panel pair's tile of 6 to 12 rows is the assembly kernel's (gemm_avx512.S); SiLU, where
     // it applies, after it, on the stored tile.
+    // What the assembly relies on: a pair's second panel has real columns, the tile holds the
+    // rows, a first K block starts from the bias (pf_lines is clamped below).
+    assert(cols > kNr && cols <= 2 * kNr && rows >= 1 && rows <= kRows && (accumulate || bias));
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const AsmTile t{a, b, c, ldc * static_cast<int64_t>(sizeof(float)), accumulate ? nullptr : bias, K, rows,
                     segments, segment_stride, pf, std::clamp<int64_t>(pf_lines, 0, K / 2), last ? lo : -kInf,
@@ -291,9 +295,10 @@ using MicroKernel = void (*)(int64_t K, const float* const* a, const float* b, c
 // the count is odd) in strips of 12 rows; AVX2 one panel, its narrow variant when at most 8 columns
 // are real, in strips of 6.
 // Strips: AVX2 takes rows 6 at a time. AVX-512 takes 12 at a time except that the last 13 to 23
-// rows are two strips of 8, 10 or 12 and at most 8 (kernels of 6, 8, 10 and 12 rows), so that a
-// short remainder is not computed as a 6- or 12-row tile: resnet50's 7x7 layers (49 rows) were
-// 4 x 12 + 1 row computed as 6, 54 rows of work, and are now 3 x 12 + 8 + 5 (as 6), 50.
+// rows are two strips, the first of 8, 10 or 12 rows and the second the rest (5 to 11), each run
+// by the smallest of the 6-, 8-, 10- and 12-row tiles that holds it, so that a short remainder is
+// not computed as a 6- or 12-row tile: resnet50's 7x7 layers (49 rows) were 4 x 12 + 1 row
+// computed as 6, 54 rows of work, and are now 3 x 12 + 8 + 5 (as 6), 50.
 struct PanelStep {
   MicroKernel kernel;
   int64_t panels, cols, rows;  // rows: the most a strip has (callers' row pointers)
