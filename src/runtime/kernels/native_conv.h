@@ -185,9 +185,9 @@ namespace modex::runtime::native {
 
 // The AVX-512 micro-kernel: micro_kernel_6x16's contract for kRows (kMrAvx512) rows over
 // kPanels (1 or 2) adjacent 16-column panels, one zmm per row and panel (24 accumulators for two).
-// A panel pair is packed interleaved (see packed_b_offset): B's row k is the 32 floats at
-// b + 32k, so one pointer walks both panels. pf_lines counts 16-float lines (kPanels per k), prefetched into L2, not L1:
-// a panel pair at K = 512 is 64 KB, more than L1, so prefetching the next one into L1 evicted the
+// A panel pair is packed interleaved (see packed_b_offset): B's row k is the 32 floats at b + 32k,
+// so one pointer walks both panels; pairs run the assembly tiles. pf_lines counts 16-float lines
+// (kPanels per k), prefetched into L2, not L1: a panel pair at K = 512 is 64 KB, more than L1, so prefetching the next one into L1 evicted the
 // current one (resnet18 at 1 thread 28.06 -> 27.19 ms, resnet50 68.46 -> 67.29, at 2 threads
 // 37.05 -> 36.11; 5 alternating runs). Why 12 rows of two panels:
 // per k, 2 loads of B and 12 broadcasts of A feed 24 FMAs, so B (read from L2 when its panels
@@ -349,20 +349,18 @@ struct Prefetch {
   const float* at;
   int64_t lines;
 };
-inline Prefetch next_panel_share(const float* b, int64_t span, int64_t r, int64_t rows, int64_t strip = kMr) {
+// share_of: that share of the `next_span` lines at `next` (0: nothing to fetch), for callers whose
+// next B is not the one after b: a column group's next step after its last panels is its first
+// panels of the next K block, not the panels after them, which are another group's.
+inline Prefetch share_of(const float* next, int64_t next_span, int64_t r, int64_t rows, int64_t strip) {
   // (r + strip - 1) / strip: the strip's index, also for a last one that starts short of a full
   // strip's multiple (PanelStep::strip_at).
-  int64_t strips = (rows + strip - 1) / strip, share = (span + strips - 1) / strips,
-          first = (r + strip - 1) / strip * share;
-  return {b + (span + first) * kNr, std::clamp<int64_t>(span - first, 0, share)};
-}
-// The same for a caller whose next B is not the one after b: `next` and its `next_span` lines (0:
-// nothing to fetch). A column group's next step after its last panels is its first panels of the
-// next K block, not the panels after them, which are another group's.
-inline Prefetch share_of(const float* next, int64_t next_span, int64_t r, int64_t rows, int64_t strip) {
   int64_t strips = (rows + strip - 1) / strip, share = (next_span + strips - 1) / strips,
           first = (r + strip - 1) / strip * share;
   return {next + first * kNr, std::clamp<int64_t>(next_span - first, 0, share)};
+}
+inline Prefetch next_panel_share(const float* b, int64_t span, int64_t r, int64_t rows, int64_t strip = kMr) {
+  return share_of(b + span * kNr, span, r, rows, strip);
 }
 
 // The dense NHWC convolution (native_conv.cc) for a node the caller has already checked (groups 1,
